@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./dev.sh serve   set up, then run the function locally on http://127.0.0.1:9090
+#   ./dev.sh test    set up, then lint, type-check and run every test
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${VENV:-.venv}
+PY="$VENV/bin/python"
+
+setup() {
+  if [ ! -x "$PY" ]; then
+    python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  fi
+  stamp="$VENV/.installed-$(cat requirements.txt requirements-sam2.txt requirements-dev.txt | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    "$PY" -m pip install -q --upgrade pip wheel setuptools
+    "$PY" -m pip install -q -r requirements.txt -r requirements-dev.txt
+    # sam2 builds against the torch just installed; without nvcc its CUDA extension is skipped.
+    if command -v nvcc >/dev/null 2>&1 && "$PY" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; then
+      build_cuda=1
+    else
+      build_cuda=0
+    fi
+    SAM2_BUILD_CUDA=$build_cuda "$PY" -m pip install -q --no-build-isolation --require-hashes -r requirements-sam2.txt
+    touch "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  serve)
+    shift
+    setup
+    if [ -z "${MODEL_CHECKPOINT:-}" ]; then
+      "$PY" -m function download-checkpoint "${MODEL_SIZE:-tiny}" || {
+        echo "No checkpoint: set MODEL_CHECKPOINT to a SAM2 .pt file, or run this again online." >&2
+        exit 1
+      }
+    fi
+    exec "$PY" -m function serve --host "${HOST:-127.0.0.1}" --port "${PORT:-9090}" "$@"
+    ;;
+  test)
+    shift
+    setup
+    "$VENV/bin/ruff" check function tests bench handler.py
+    "$VENV/bin/ruff" format --check function tests bench handler.py
+    "$VENV/bin/mypy" function
+    exec "$PY" -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: $0 {serve|test} [args...]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,88 @@
+"""Command line: `python -m function {serve,download-checkpoint,...}`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from .checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, download
+from .settings import Settings, SettingsError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .startup import CheckpointMissing, require_checkpoint
+
+    if args.model_size:
+        os.environ["MODEL_SIZE"] = args.model_size
+    if args.device:
+        os.environ["DEVICE"] = args.device
+    try:
+        settings = Settings.from_env(os.environ)
+        require_checkpoint(settings)
+    except (SettingsError, CheckpointMissing) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # The repository root holds handler.py, the module Nuclio loads.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    handler_module = importlib.import_module("handler")
+    from .server import LocalServer
+
+    print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
+    server = LocalServer((args.host, args.port), handler_module, max_body_bytes=settings.max_body_bytes)
+    print(f"serving on {server.url} (Ctrl+C to stop)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    target = (
+        Path(args.dir)
+        if args.dir
+        else (
+            Path(os.environ["CHECKPOINT_DIR"])
+            if os.environ.get("CHECKPOINT_DIR")
+            else default_checkpoint_dir()
+        )
+    )
+    try:
+        path = download(CHECKPOINTS[args.size], target, url=args.url)
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m function", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the function locally with Nuclio's event semantics")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument("--model-size", choices=tuple(CHECKPOINTS), help="sets MODEL_SIZE")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), help="sets DEVICE")
+    serve.set_defaults(run=_serve)
+
+    dl = sub.add_parser("download-checkpoint", help="fetch a SAM2.1 checkpoint and verify it")
+    dl.add_argument("size", choices=tuple(CHECKPOINTS))
+    dl.add_argument(
+        "--dir", help="target folder (default: CHECKPOINT_DIR or ~/.cache/sam2-nuclio/checkpoints)"
+    )
+    dl.add_argument("--url", help="download from this mirror instead of Meta's URL")
+    dl.set_defaults(run=_download)
+
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Routes a request (method, path, body) to an endpoint and maps errors to HTTP statuses.
+
+Transport-neutral: `handler.py` (Nuclio) and `server.py` (local) both build a `Request`
+and send back the `Reply`'s JSON text with `application/json`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import Engine, FeatureCache, SegmentationModel
+from .errors import BadRequest, HttpError, MethodNotAllowed, NotFound, Unauthorized
+from .images import ImageCache
+from .redact import Redactor
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROUTES: dict[str, tuple[str, ...]] = {
+    "": ("GET", "POST"),
+    "health": ("GET",),
+    "live": ("GET",),
+    "versions": ("GET",),
+    "metrics": ("GET",),
+    "setup": ("POST",),
+    "predict": ("POST",),
+    "webhook": ("POST",),
+    "train": ("POST",),
+}
+UNAUTHENTICATED = ("live",)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: Any = None  # dict/list (already JSON), bytes/str (raw) or None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lower:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.body, allow_nan=False, separators=(",", ":"))
+
+
+def route_name(path: str) -> str:
+    """Last path segment, so `/prefix/predict/` routes like `/predict` behind an ingress."""
+    return path.rstrip("/").rsplit("/", 1)[-1].lower() if path.strip("/") else ""
+
+
+def parse_body(body: Any) -> Any:
+    """Nuclio gives a dict for `application/json` and bytes otherwise: accept both."""
+    if body is None or isinstance(body, (dict, list)):
+        return body
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        raw = bytes(body)
+        if not raw.strip():
+            return None
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not UTF-8 JSON") from None
+    if isinstance(body, str):
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    raise BadRequest("unsupported request body")
+
+
+class App:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        images: ImageCache,
+        model_info: dict[str, Any],
+    ) -> None:
+        from .cvat import CvatInteractor
+        from .labelstudio.auth import LabelStudioAuth
+        from .labelstudio.backend import LabelStudioBackend
+        from .labelstudio.media import MediaFetcher
+        from .labelstudio.projects import ProjectStore
+
+        self.settings = settings
+        self.engine = engine
+        self.images = images
+        self.redact = Redactor(settings.secrets)
+        token = settings.label_studio_api_key or settings.label_studio_access_token
+        auth = (
+            LabelStudioAuth(
+                settings.label_studio_url,
+                token,
+                timeout_s=settings.connect_timeout_s * 2,
+                verify=settings.label_studio_verify_ssl,
+            )
+            if settings.label_studio_url and token
+            else None
+        )
+        media = MediaFetcher(settings, images, auth)
+        store = ProjectStore(settings.project_store_dir)
+        self.labelstudio = LabelStudioBackend(settings, engine, images, media, store, model_info)
+        self.cvat = CvatInteractor(settings, engine, images)
+        self.handlers: dict[str, Callable[[Request], Reply]] = {
+            "": self._root,
+            "health": lambda r: Reply(200, self.labelstudio.health()),
+            "live": lambda r: Reply(200, {"status": "live"}),
+            "versions": lambda r: Reply(200, self.labelstudio.versions()),
+            "metrics": lambda r: Reply(200, self.metrics()),
+            "setup": lambda r: Reply(200, self.labelstudio.setup(parse_body(r.body))),
+            "predict": lambda r: Reply(200, self.labelstudio.predict(parse_body(r.body))),
+            "webhook": lambda r: Reply(*self.labelstudio.webhook(parse_body(r.body))),
+            "train": lambda r: Reply(200, self.labelstudio.train(parse_body(r.body))),
+        }
+
+    @classmethod
+    def create(cls, settings: Settings, model: SegmentationModel | None = None) -> App:
+        """Load SAM2 (unless a model is given) and wire everything once per process."""
+        if model is None:
+            from .engine import Sam2Model
+            from .startup import require_checkpoint
+
+            checkpoint = require_checkpoint(settings)
+            sam2 = Sam2Model.load(settings.model_config, checkpoint, settings.device)
+            if settings.warmup:
+                sam2.warm_up()
+            model = sam2
+        engine = Engine(model, FeatureCache(settings.feature_cache_bytes))
+        info = {
+            "model_config": settings.model_config,
+            "device": model.device,
+        }
+        return cls(settings, engine, ImageCache(settings.image_cache_bytes), info)
+
+    def metrics(self) -> dict[str, Any]:
+        cache = self.engine.cache
+        return {
+            "feature_cache": {
+                "entries": len(cache),
+                "bytes": cache.nbytes,
+                "max_bytes": cache.max_bytes,
+                "hits": cache.hits,
+                "misses": cache.misses,
+            },
+            "encoder_calls": self.engine.stats.encoder_calls,
+            "decoder_calls": self.engine.stats.decoder_calls,
+            "image_cache_bytes": self.images.nbytes,
+        }
+
+    def _root(self, request: Request) -> Reply:
+        if request.method == "GET":
+            return Reply(200, self.labelstudio.health())
+        body = parse_body(request.body)
+        if isinstance(body, dict) and "image" in body:
+            return Reply(200, self.cvat.interact(body))
+        if isinstance(body, dict) and "tasks" in body:
+            return Reply(200, self.labelstudio.predict(body))
+        raise BadRequest("POST / expects a CVAT interactor body (image, pos_points) or Label Studio tasks")
+
+    def _check_auth(self, request: Request) -> None:
+        s = self.settings
+        header = request.header("Authorization") or ""
+        scheme, _, encoded = header.partition(" ")
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            user = password = ""
+        ok = (
+            scheme.lower() == "basic"
+            and hmac.compare_digest(user.encode(), s.basic_auth_user.encode())
+            and hmac.compare_digest(password.encode(), s.basic_auth_pass.encode())
+        )
+        if not ok:
+            raise Unauthorized("authentication required")
+
+    def handle(self, request: Request) -> Reply:
+        started = time.perf_counter()
+        name = route_name(request.path)
+        method = request.method.upper()
+        try:
+            if name not in ROUTES:
+                raise NotFound(f"no route for {request.path}")
+            if method not in ROUTES[name]:
+                raise MethodNotAllowed(f"{method} is not allowed on /{name}")
+            if self.settings.basic_auth_enabled and name not in UNAUTHENTICATED:
+                self._check_auth(request)
+            reply = self.handlers[name](request)
+        except HttpError as exc:
+            reply = self.error_reply(exc.status, exc.message)
+        except Exception:
+            log.exception("unhandled error on %s /%s", method, name)
+            reply = self.error_reply(500, "internal error; see the function logs")
+        log.info("%s /%s -> %d in %.1f ms", method, name, reply.status, (time.perf_counter() - started) * 1e3)
+        return reply
+
+    def error_reply(self, status: int, message: str) -> Reply:
+        headers = {"WWW-Authenticate": 'Basic realm="sam2-nuclio"'} if status == 401 else {}
+        if status >= 500:
+            log.error("answering %d: %s", status, message)
+        else:
+            log.info("answering %d: %s", status, message)
+        return Reply(status, {"error": self.redact(message)}, headers)

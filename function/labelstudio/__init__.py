@@ -1,0 +1,1 @@
+"""Label Studio ML backend protocol: /setup, /predict, /webhook, /health and friends."""

@@ -1,0 +1,170 @@
+"""The Label Studio ML backend endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import Engine
+from ..errors import BadRequest, Unprocessable
+from ..images import ImageCache
+from ..pipeline import segment
+from ..settings import Settings
+from .context import PromptRegions, parse_regions
+from .interface import DEFAULT_CONFIG, Control, LabelConfig, parse_label_config
+from .media import MediaFetcher
+from .params import Options, decode_extra_params, parse_options
+from .projects import ProjectState, ProjectStore, project_id
+from .results import brush_region
+
+log = logging.getLogger(__name__)
+
+TaskOpenHook = Callable[[list[dict[str, Any]], str | None], None]
+
+
+class LabelStudioBackend:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        images: ImageCache,
+        media: MediaFetcher,
+        store: ProjectStore,
+        model_info: dict[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.images = images
+        self.media = media
+        self.store = store
+        self.model_info = model_info
+        self.version = settings.resolved_version
+        self.on_task_open: TaskOpenHook | None = None
+
+    # -- cheap routes -------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {"status": "UP", "model_class": "SAM2", "model_version": self.version, **self.model_info}
+
+    def versions(self) -> dict[str, Any]:
+        return {"versions": [self.version]}
+
+    def setup(self, body: Any) -> dict[str, Any]:
+        """Validate and store the project's label config and extra_params. No model, no network."""
+        body = _object(body, "/setup")
+        raw = decode_extra_params(body.get("extra_params"))
+        parse_options(raw)  # invalid params answer 400 here, where Label Studio shows them
+        pid = project_id(body.get("project"))
+        schema = body.get("schema")
+        if pid is not None:
+            self.store.save(pid, ProjectState(schema if isinstance(schema, str) else "", raw))
+        return {"model_version": self.version}
+
+    def webhook(self, body: Any) -> tuple[int, dict[str, Any]]:
+        action = body.get("action") if isinstance(body, dict) else None
+        if action == "START_TRAINING":
+            return 201, {"status": "ok", "result": {"training": "not supported"}}
+        return 200, {"status": "ok"}
+
+    def train(self, body: Any) -> dict[str, Any]:
+        return {"status": "ok", "result": {"training": "not supported"}}
+
+    # -- /predict -----------------------------------------------------------------------
+    def predict(self, body: Any) -> dict[str, Any]:
+        body = _object(body, "/predict")
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise BadRequest("/predict needs a non-empty list of tasks")
+        if not all(isinstance(t, dict) for t in tasks):
+            raise BadRequest("every task must be an object")
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("params must be an object")
+        context = params.get("context")
+        pid = project_id(body.get("project"))
+        if context is None:
+            # Task open, test or batch retrieve: answer at once, never touch the image.
+            if self.on_task_open is not None:
+                self.on_task_open(tasks, pid)
+            if self.settings.empty_prediction_on_no_context:
+                return {"results": [self._empty() for _ in tasks]}
+            return {"results": []}
+        if not isinstance(context, dict):
+            raise BadRequest("params.context must be an object or null")
+        regions = parse_regions(context.get("result", []))
+        stored = self.store.get(pid)
+        config = self._label_config(body.get("label_config"), stored)
+        options = parse_options(stored.extra_params if stored else dict(self.settings.default_extra_params))
+        return {"results": [self._predict_task(t, regions, config, options) for t in tasks]}
+
+    def _empty(self) -> dict[str, Any]:
+        return {"result": [], "score": 0.0, "model_version": self.version}
+
+    def _label_config(self, xml: Any, stored: ProjectState | None) -> LabelConfig | None:
+        config = parse_label_config(xml) if isinstance(xml, str) else None
+        if config is None and stored is not None:
+            config = parse_label_config(stored.label_config)
+        return config
+
+    def _output_control(
+        self, config: LabelConfig | None, options: Options, to_name: str
+    ) -> tuple[Control, str]:
+        """The control to answer with, and the image name it is bound to."""
+        wanted = [options.return_type]
+        if options.return_type == "BrushLabels":
+            wanted.append("Brush")
+        for cfg in (config, DEFAULT_CONFIG if options.return_type == "BrushLabels" else None):
+            if cfg is None:
+                continue
+            name = to_name if cfg.data_key(to_name) is not None or cfg is config else "image"
+            for tag in wanted:
+                control = cfg.control(tag, name)
+                if control is not None:
+                    return control, name
+        raise Unprocessable(
+            f"the label config has no <{options.return_type}> bound to image {to_name!r}; "
+            "add one or change extra_params.return_format.type"
+        )
+
+    def _predict_task(
+        self, task: dict[str, Any], regions: PromptRegions, config: LabelConfig | None, options: Options
+    ) -> dict[str, Any]:
+        if regions.is_empty:
+            return self._empty()
+        to_name = regions.to_name or (config.images[0][0] if config and config.images else "image")
+        control, to_name = self._output_control(config, options, to_name)
+        data = task.get("data")
+        if not isinstance(data, dict) or not data:
+            raise Unprocessable("task has no data")
+        key = (config.data_key(to_name) if config else None) or (
+            "image" if "image" in data or len(data) != 1 else next(iter(data))
+        )
+        if key not in data:
+            raise Unprocessable(f"task data has no {key!r} key for image {to_name!r}")
+        task_id = task.get("id") if isinstance(task.get("id"), int) else None
+        image = self.media.load(data[key], task_id)
+        prompt = regions.to_prompt(image.width, image.height).validated(
+            image.width, image.height, self.settings.max_prompt_points
+        )
+        if not prompt.can_segment:
+            return self._empty()
+        result = segment(self.engine, image, prompt, self.images)
+        label = self._label(regions.label, control)
+        region = brush_region(result.mask, result.score, control, to_name, label)
+        return {"result": [region], "score": float(result.score), "model_version": self.version}
+
+    @staticmethod
+    def _label(label: str | None, control: Control) -> str:
+        if label is not None and (not control.labels or label in control.labels):
+            return label
+        if label is not None:
+            log.warning(
+                "label %r is not in <%s name=%r>; using its first label", label, control.tag, control.name
+            )
+        return control.labels[0] if control.labels else (label or "object")
+
+
+def _object(body: Any, route: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest(f"{route} expects a JSON object body")
+    return body

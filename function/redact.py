@@ -1,0 +1,55 @@
+"""Keep secrets out of logs and response bodies."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+# Credentials in headers and URLs, whatever their value.
+_PATTERNS = (
+    re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)((?:access_token|refresh|token|api_key|password)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+)
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[REDACTED]")
+        text = _PATTERNS[0].sub(lambda m: f"{m.group(1)} [REDACTED]", text)
+        return _PATTERNS[1].sub(lambda m: f"{m.group(1)}[REDACTED]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record once and redacts the result, so no argument escapes."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = self.redactor(message), None
+        return True
+
+
+def install(redactor: Redactor, level: str, handler: logging.Handler | None = None) -> None:
+    """Route the package's logs through `handler` (stderr by default), redacted."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    for old in [h for h in root.handlers if getattr(h, "_sam2_nuclio", False)]:
+        root.removeHandler(old)
+    handler._sam2_nuclio = True  # type: ignore[attr-defined]
+    root.addHandler(handler)

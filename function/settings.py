@@ -1,0 +1,285 @@
+"""Environment -> typed, validated settings. Every error names the variable at fault."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import CHECKPOINTS, default_checkpoint_dir
+
+# SAM2.0 and SAM2.1 config names shipped inside the sam2 package, by short name.
+_SHORT_CONFIG = re.compile(r"^(sam2(?:\.1)?)_hiera_(t|s|b\+|l)\.yaml$")
+_CHECKPOINT_SIZE = re.compile(r"(sam2(?:\.1)?)_hiera_(tiny|small|base_plus|large)")
+_SIZE_LETTER = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+
+# Variables older deployments set; accepted and ignored (sam2 is an installed package here).
+LEGACY_IGNORED = ("SEGMENT_ANYTHING_2_REPO_PATH", "ROOT_DIR", "PYTHONPATH")
+
+# Every variable this module reads. Deployment files are tested against this list.
+KNOWN_ENV = (
+    "MODEL_SIZE",
+    "MODEL_CONFIG",
+    "MODEL_CHECKPOINT",
+    "CHECKPOINT_DIR",
+    "DEVICE",
+    "MODEL_VERSION",
+    "WARMUP",
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_HOST",
+    "LABEL_STUDIO_API_KEY",
+    "LABEL_STUDIO_ACCESS_TOKEN",
+    "LABEL_STUDIO_VERIFY_SSL",
+    "LOG_LEVEL",
+    "BASIC_AUTH_USER",
+    "BASIC_AUTH_PASS",
+    "FEATURE_CACHE_MB",
+    "IMAGE_CACHE_MB",
+    "MAX_IMAGE_PIXELS",
+    "MAX_DOWNLOAD_MB",
+    "MAX_BODY_MB",
+    "MAX_PROMPT_POINTS",
+    "CONNECT_TIMEOUT_S",
+    "DOWNLOAD_TIMEOUT_S",
+    "ALLOWED_IMAGE_HOSTS",
+    "ALLOW_LOCAL_FILES",
+    "LOCAL_FILES_DOCUMENT_ROOT",
+    "PROJECT_STORE_DIR",
+    "DEFAULT_EXTRA_PARAMS",
+    "EMPTY_PREDICTION_ON_NO_CONTEXT",
+    "PREWARM",
+    "PREWARM_MAX_TASKS",
+    "PREWARM_QUEUE_SIZE",
+    *LEGACY_IGNORED,
+)
+
+# Values never to appear in logs or response bodies.
+SECRET_ENV = (
+    "LABEL_STUDIO_API_KEY",
+    "LABEL_STUDIO_ACCESS_TOKEN",
+    "BASIC_AUTH_PASS",
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value this function cannot use."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_config: str = CHECKPOINTS["tiny"].config
+    model_checkpoint: Path | None = None
+    device: str = "auto"
+    model_version: str = ""
+    warmup: bool = True
+    label_studio_url: str = ""
+    label_studio_api_key: str = field(default="", repr=False)
+    label_studio_access_token: str = field(default="", repr=False)
+    label_studio_verify_ssl: bool = True
+    log_level: str = "INFO"
+    basic_auth_user: str = ""
+    basic_auth_pass: str = field(default="", repr=False)
+    feature_cache_bytes: int = 1024 * 2**20
+    image_cache_bytes: int = 512 * 2**20
+    max_image_pixels: int = 200_000_000
+    max_download_bytes: int = 100 * 2**20
+    max_body_bytes: int = 64 * 2**20
+    max_prompt_points: int = 500
+    connect_timeout_s: float = 5.0
+    download_timeout_s: float = 30.0
+    allowed_image_hosts: tuple[str, ...] = ()
+    allow_local_files: bool = False
+    local_files_document_root: Path | None = None
+    project_store_dir: Path = Path(tempfile.gettempdir()) / "sam2-nuclio" / "projects"
+    default_extra_params: Mapping[str, Any] = field(default_factory=dict)
+    empty_prediction_on_no_context: bool = False
+    prewarm: bool = True
+    prewarm_max_tasks: int = 1
+    prewarm_queue_size: int = 8
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(
+            s
+            for s in (
+                self.label_studio_api_key,
+                self.label_studio_access_token,
+                self.basic_auth_pass,
+            )
+            if s
+        )
+
+    @property
+    def resolved_version(self) -> str:
+        if self.model_version:
+            return self.model_version
+        from . import __version__
+
+        return f"{Path(self.model_config).stem}-{__version__}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        r = _Reader(env)
+        size = r.choice("MODEL_SIZE", tuple(CHECKPOINTS), default="")
+        checkpoint_dir = r.path("CHECKPOINT_DIR") or default_checkpoint_dir()
+        checkpoint = r.path("MODEL_CHECKPOINT")
+        if checkpoint is None and size:
+            checkpoint = checkpoint_dir / CHECKPOINTS[size].filename
+        elif checkpoint is not None and not checkpoint.is_absolute() and not checkpoint.exists():
+            checkpoint = checkpoint_dir / checkpoint
+        config = r.text("MODEL_CONFIG")
+        if config:
+            config = normalize_model_config(config)
+        elif checkpoint is not None:
+            config = config_for_checkpoint(checkpoint)
+        else:
+            config = CHECKPOINTS[size or "tiny"].config
+        if checkpoint is None:
+            # Nothing named: the published checkpoint for the config, from the download cache.
+            known = [c for c in CHECKPOINTS.values() if c.config == config]
+            checkpoint = checkpoint_dir / known[0].filename if known else None
+        device = r.text("DEVICE", "auto").lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise SettingsError("DEVICE", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+        url = r.text("LABEL_STUDIO_URL") or r.text("LABEL_STUDIO_HOST")
+        if url and not re.match(r"^https?://[^/\s]+", url):
+            name = "LABEL_STUDIO_URL" if r.text("LABEL_STUDIO_URL") else "LABEL_STUDIO_HOST"
+            raise SettingsError(name, "must be an http(s) URL like http://localhost:8080")
+        level = r.text("LOG_LEVEL", "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"):
+            raise SettingsError("LOG_LEVEL", f"unknown level {level!r}")
+        user, password = r.text("BASIC_AUTH_USER"), r.text("BASIC_AUTH_PASS")
+        if bool(user) != bool(password):
+            missing = "BASIC_AUTH_PASS" if user else "BASIC_AUTH_USER"
+            raise SettingsError(missing, "basic auth needs both BASIC_AUTH_USER and BASIC_AUTH_PASS")
+        hosts = tuple(h.strip().lower() for h in r.text("ALLOWED_IMAGE_HOSTS").split(",") if h.strip())
+        defaults_text = r.text("DEFAULT_EXTRA_PARAMS")
+        try:
+            defaults = json.loads(defaults_text) if defaults_text else {}
+        except json.JSONDecodeError as exc:
+            raise SettingsError("DEFAULT_EXTRA_PARAMS", f"not valid JSON: {exc}") from None
+        if not isinstance(defaults, dict):
+            raise SettingsError("DEFAULT_EXTRA_PARAMS", "must be a JSON object")
+        return cls(
+            model_config=config,
+            model_checkpoint=checkpoint,
+            device=device,
+            model_version=r.text("MODEL_VERSION"),
+            warmup=r.flag("WARMUP", True),
+            label_studio_url=url.rstrip("/"),
+            label_studio_api_key=r.text("LABEL_STUDIO_API_KEY"),
+            label_studio_access_token=r.text("LABEL_STUDIO_ACCESS_TOKEN"),
+            label_studio_verify_ssl=r.flag("LABEL_STUDIO_VERIFY_SSL", True),
+            log_level="WARNING" if level == "WARN" else level,
+            basic_auth_user=user,
+            basic_auth_pass=password,
+            feature_cache_bytes=r.integer("FEATURE_CACHE_MB", 1024, minimum=0) * 2**20,
+            image_cache_bytes=r.integer("IMAGE_CACHE_MB", 512, minimum=0) * 2**20,
+            max_image_pixels=r.integer("MAX_IMAGE_PIXELS", 200_000_000, minimum=1),
+            max_download_bytes=r.integer("MAX_DOWNLOAD_MB", 100, minimum=1) * 2**20,
+            max_body_bytes=r.integer("MAX_BODY_MB", 64, minimum=1) * 2**20,
+            max_prompt_points=r.integer("MAX_PROMPT_POINTS", 500, minimum=1),
+            connect_timeout_s=r.number("CONNECT_TIMEOUT_S", 5.0),
+            download_timeout_s=r.number("DOWNLOAD_TIMEOUT_S", 30.0),
+            allowed_image_hosts=hosts,
+            allow_local_files=r.flag("ALLOW_LOCAL_FILES", False),
+            local_files_document_root=r.path("LOCAL_FILES_DOCUMENT_ROOT"),
+            project_store_dir=r.path("PROJECT_STORE_DIR") or cls.project_store_dir,
+            default_extra_params=defaults,
+            empty_prediction_on_no_context=r.flag("EMPTY_PREDICTION_ON_NO_CONTEXT", False),
+            prewarm=r.flag("PREWARM", True),
+            prewarm_max_tasks=r.integer("PREWARM_MAX_TASKS", 1, minimum=0),
+            prewarm_queue_size=r.integer("PREWARM_QUEUE_SIZE", 8, minimum=1),
+        )
+
+
+def normalize_model_config(value: str) -> str:
+    """Accept `configs/sam2.1/sam2.1_hiera_t.yaml`, `sam2.1_hiera_t.yaml`, `sam2_hiera_l.yaml`."""
+    name = value.strip()
+    if name.startswith("configs/"):
+        return name
+    base = name.rsplit("/", 1)[-1]
+    if not base.endswith(".yaml"):
+        base += ".yaml"
+    m = _SHORT_CONFIG.match(base)
+    if not m:
+        raise SettingsError(
+            "MODEL_CONFIG",
+            f"unknown config {value!r}; use e.g. sam2.1_hiera_t.yaml or configs/sam2.1/sam2.1_hiera_l.yaml",
+        )
+    return f"configs/{m.group(1)}/{base}"
+
+
+def config_for_checkpoint(checkpoint: Path) -> str:
+    m = _CHECKPOINT_SIZE.search(checkpoint.name)
+    if not m:
+        raise SettingsError(
+            "MODEL_CONFIG",
+            f"cannot tell the model config from checkpoint name {checkpoint.name!r}; set MODEL_CONFIG",
+        )
+    family, size = m.groups()
+    return f"configs/{family}/{family}_hiera_{_SIZE_LETTER[size]}.yaml"
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str = "") -> str:
+        return (self.env.get(name) or default).strip()
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return Path(value).expanduser() if value else None
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default).lower()
+        if value and value not in allowed:
+            raise SettingsError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name).lower()
+        if not value:
+            return default
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(name, f"must be true or false, got {value!r}")
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        value = self.text(name)
+        if not value:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise SettingsError(name, f"must be >= {minimum}, got {number}")
+        return number
+
+    def number(self, name: str, default: float) -> float:
+        value = self.text(name)
+        if not value:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, f"must be a number, got {value!r}") from None
+        if not number > 0 or number == float("inf"):
+            raise SettingsError(name, f"must be a positive number, got {value!r}")
+        return number

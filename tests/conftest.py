@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from function.checkpoints import CHECKPOINTS
+
+from .fakes import FakeModel
+
+TINY = CHECKPOINTS["tiny"]
+
+
+@pytest.fixture
+def fake_model() -> FakeModel:
+    return FakeModel()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real SAM2.1 tiny built from its config with random weights, saved like Meta's files."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    model = build_sam2(TINY.config, None, device="cpu")
+    path = tmp_path_factory.mktemp("ckpt") / TINY.filename
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sam2_model(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """Loaded through the production path (`build_sam2(config, checkpoint)`)."""
+    from function.engine import Sam2Model
+
+    return Sam2Model.load(TINY.config, tiny_checkpoint, "cpu")

@@ -1,0 +1,58 @@
+"""A deterministic stand-in for SAM2 behind the engine's `SegmentationModel` interface.
+
+`encode` counts its calls (and can sleep, to widen race windows); `decode` returns a disc
+of `radius` pixels around the first positive point, or the filled prompt box, so tests can
+check exactly which pixels a request should get back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from function.engine import ImageFeatures, Segmentation
+from function.prompts import POSITIVE, Prompt
+
+
+class FakeModel:
+    device = "cpu"
+
+    def __init__(self, radius: int = 20, encode_seconds: float = 0.0, feature_bytes: int = 1 << 20) -> None:
+        self.radius = radius
+        self.encode_seconds = encode_seconds
+        self.feature_bytes = feature_bytes
+        self.encode_calls = 0
+        self.decode_calls = 0
+        self.encoded_images: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def encode(self, image: np.ndarray) -> ImageFeatures:
+        with self._lock:
+            self.encode_calls += 1
+            self.encoded_images.append(image)
+        if self.encode_seconds:
+            time.sleep(self.encode_seconds)
+        h, w = image.shape[:2]
+        # The features carry the image's mean colour so decode can prove which image it saw.
+        return ImageFeatures(float(image.mean()), (), (h, w), self.feature_bytes)
+
+    def decode(self, features: ImageFeatures, prompt: Prompt) -> Segmentation:
+        with self._lock:
+            self.decode_calls += 1
+        h, w = features.image_hw
+        mask = np.zeros((h, w), bool)
+        if prompt.box is not None:
+            b = prompt.box
+            mask[int(round(b.y0)) : int(round(b.y1)), int(round(b.x0)) : int(round(b.x1))] = True
+        else:
+            positive = prompt.points[prompt.labels == POSITIVE]
+            if len(positive):
+                cx, cy = positive[0]
+                yy, xx = np.ogrid[:h, :w]
+                mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= self.radius**2
+        return Segmentation(mask, 0.9)
+
+    def free_memory(self) -> None:
+        pass

@@ -1,0 +1,198 @@
+"""Test helpers: sample images, app construction, a fake Label Studio server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from function.app import App, Reply, Request
+from function.engine import SegmentationModel
+from function.settings import Settings
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "labelstudio"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def sample_array(width: int = 640, height: int = 480) -> np.ndarray:
+    """The fixtures' test image: dark (30) background, light (220) rectangle x 200-399, y 150-329
+    (scaled with the size)."""
+    img = np.full((height, width, 3), 30, np.uint8)
+    sx, sy = width / 640, height / 480
+    img[int(150 * sy) : int(330 * sy), int(200 * sx) : int(400 * sx)] = 220
+    return img
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "PNG", **save: Any) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base = Settings(project_store_dir=tmp_path / "projects", warmup=False)
+    return replace(base, **overrides)
+
+
+def make_app(tmp_path: Path, model: SegmentationModel, **overrides: Any) -> App:
+    return App.create(make_settings(tmp_path, **overrides), model=model)
+
+
+def call(app: App, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    reply = app.handle(Request(method, path, body, headers or {}))
+    json.loads(reply.text)  # every reply must be valid JSON
+    return reply
+
+
+def keypoint(
+    x_pct: float, y_pct: float, positive: bool | None = True, w: int = 640, h: int = 480
+) -> dict[str, Any]:
+    region: dict[str, Any] = {
+        "type": "keypointlabels",
+        "from_name": "tag2",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"x": x_pct, "y": y_pct, "width": 0.5, "keypointlabels": ["object"]},
+    }
+    if positive is not None:
+        region["is_positive"] = positive
+    return region
+
+
+def rectangle(x: float, y: float, w: float, h: float) -> dict[str, Any]:
+    return {
+        "type": "rectanglelabels",
+        "from_name": "tag3",
+        "to_name": "image",
+        "original_width": 640,
+        "original_height": 480,
+        "image_rotation": 0,
+        "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": ["object"]},
+    }
+
+
+LABEL_CONFIG = fixture("predict_interactive_keypointlabels.json")["body"]["label_config"]
+
+
+def predict_body(
+    image: str, regions: list[dict[str, Any]] | None, label_config: str = LABEL_CONFIG, task_id: int = 1
+) -> dict[str, Any]:
+    context = None if regions is None else {"result": regions}
+    return {
+        "tasks": [{"id": task_id, "data": {"image": image}}],
+        "project": "1.1795445671",
+        "label_config": label_config,
+        "params": {"login": None, "password": None, "context": context},
+    }
+
+
+# -- a fake Label Studio -----------------------------------------------------------------
+
+
+def make_jwt(claims: dict[str, Any]) -> str:
+    def b64(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims)}.c2lnbmF0dXJl"
+
+
+@dataclass
+class FakeLabelStudio:
+    """Serves /data/upload/* and /api/token/refresh/ like Label Studio 1.23 does."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    pat: str = field(
+        default_factory=lambda: make_jwt({"token_type": "refresh", "exp": 4102444800, "user_id": 1})
+    )
+    legacy: str = "0123456789abcdef0123456789abcdef01234567"
+    access_ttl_s: float = 300.0
+    refresh_status: int = 200
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    valid_access: set[str] = field(default_factory=set)
+    refreshes: int = 0
+    delay_s: float = 0.0
+    on_request: Callable[[str], None] | None = None
+    url: str = ""
+
+    def issue_access(self) -> str:
+        self.refreshes += 1
+        token = make_jwt(
+            {"token_type": "access", "exp": time.time() + self.access_ttl_s, "n": self.refreshes}
+        )
+        self.valid_access.add(token)
+        return token
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("Authorization", "")
+        if auth == f"Token {self.legacy}":
+            return True
+        return auth.startswith("Bearer ") and auth[7:] in self.valid_access
+
+
+@contextmanager
+def fake_label_studio(ls: FakeLabelStudio | None = None) -> Iterator[FakeLabelStudio]:
+    ls = ls or FakeLabelStudio()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            headers = dict(self.headers.items())
+            ls.requests.append(("GET", self.path, headers))
+            if ls.delay_s:
+                time.sleep(ls.delay_s)
+            if self.path in ls.files:
+                if not ls.authorized(headers):
+                    return self._reply(401, b'{"detail":"Authentication credentials were not provided."}')
+                return self._reply(200, ls.files[self.path], "image/png")
+            self._reply(404, b"<html>not found</html>", "text/html")
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            ls.requests.append(("POST", self.path, dict(self.headers.items())))
+            if self.path == "/api/token/refresh/":
+                if ls.refresh_status != 200:
+                    return self._reply(ls.refresh_status, b'{"detail":"Token is invalid"}')
+                if body.get("refresh") != ls.pat:
+                    return self._reply(401, b'{"detail":"Token is invalid"}')
+                return self._reply(200, json.dumps({"access": ls.issue_access()}).encode())
+            self._reply(404, b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ls.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield ls
+    finally:
+        server.shutdown()
+        server.server_close()
