@@ -36,6 +36,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "train": ("POST",),
 }
 UNAUTHENTICATED = ("live",)
+# Any of these keys on `POST /` means a CVAT interactor body (even one missing its image).
+_CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ class App:
         if request.method == "GET":
             return Reply(200, self.labelstudio.health())
         body = parse_body(request.body)
-        if isinstance(body, dict) and "image" in body:
+        if isinstance(body, dict) and _CVAT_KEYS.intersection(body):
             return Reply(200, self.cvat.interact(body))
         if isinstance(body, dict) and "tasks" in body:
             return Reply(200, self.labelstudio.predict(body))

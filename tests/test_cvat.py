@@ -1,0 +1,522 @@
+"""CVAT interactor contract (../shared/specs/cvat-contract.md §10, the cases that need no CVAT).
+
+Replies are checked the way the CVAT UI consumes them: the mask is put back at `bounds` in a
+full frame and compared with what the model segmented; the polygon is rasterised and must
+cover the mask's largest component.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import handler
+from function.app import App
+from function.cvat import empty_result, render
+from function.engine import ImageFeatures, Segmentation
+from function.prompts import NEGATIVE, Prompt
+from function.server import LocalServer
+
+from .fakes import FakeModel
+from .support import call, data_uri, encode_image, make_app, predict_body, sample_array
+
+W, H = 640, 480
+EMPTY = {"mask": [[0]], "bounds": [0, 0, 0, 0], "points": []}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+FRAME = encode_image(sample_array(W, H))
+
+
+def body(
+    image: bytes | str = FRAME,
+    pos: list[Any] | None = None,
+    neg: list[Any] | None = None,
+    box: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "image": image if isinstance(image, str) else b64(image),
+        "pos_points": [] if pos is None else pos,
+        "neg_points": [] if neg is None else neg,
+        "obj_bbox": box,
+        **extra,
+    }
+
+
+def full_frame(reply: dict[str, Any], width: int, height: int) -> np.ndarray:
+    """Checks the reply's shape rules and returns the mask placed in an (H, W) frame."""
+    assert set(reply) == {"mask", "bounds", "points"}
+    mask, bounds = reply["mask"], reply["bounds"]
+    xtl, ytl, xbr, ybr = bounds
+    assert all(type(v) is int for v in bounds)
+    assert 0 <= xtl <= xbr <= width - 1 and 0 <= ytl <= ybr <= height - 1
+    assert isinstance(mask, list) and len(mask) == ybr - ytl + 1
+    assert all(isinstance(row, list) and len(row) == xbr - xtl + 1 for row in mask)
+    assert all(type(v) is int and v in (0, 255) for row in mask for v in row)
+    frame = np.zeros((height, width), np.uint8)
+    frame[ytl : ybr + 1, xtl : xbr + 1] = np.asarray(mask, np.uint8)
+    if frame.any():
+        check_polygon(reply["points"], frame > 0)
+    else:
+        assert reply == EMPTY, "an all-zero mask must be the empty result"
+    return frame > 0
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return labels == 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
+
+
+def check_polygon(points: list[list[float]], mask: np.ndarray) -> None:
+    height, width = mask.shape
+    assert len(points) >= 3
+    for x, y in points:
+        assert isinstance(x, float) and isinstance(y, float)
+        assert 0 <= x <= width - 1 and 0 <= y <= height - 1
+    drawn = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(drawn, [np.round(np.asarray(points)).astype(np.int32)], 1)
+    component = largest_component(mask)
+    covered = (drawn.astype(bool) & component).sum() / component.sum()
+    assert covered > 0.9, f"polygon covers only {covered:.0%} of the largest component"
+
+
+def disc(cx: float, cy: float, r: int, width: int = W, height: int = H) -> np.ndarray:
+    yy, xx = np.ogrid[:height, :width]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+
+
+class CarvingModel(FakeModel):
+    """Like FakeModel, and each negative point removes a disc of radius/2 around it."""
+
+    def decode(self, features: ImageFeatures, prompt: Prompt) -> Segmentation:
+        seg = super().decode(features, prompt)
+        mask = seg.mask.copy()
+        h, w = features.image_hw
+        for x, y in prompt.points[prompt.labels == NEGATIVE]:
+            mask &= ~disc(x, y, self.radius // 2, w, h)
+        return Segmentation(mask, seg.score)
+
+
+class BlankModel(FakeModel):
+    """Finds nothing, whatever the prompt."""
+
+    def decode(self, features: ImageFeatures, prompt: Prompt) -> Segmentation:
+        super().decode(features, prompt)
+        return Segmentation(np.zeros(features.image_hw, bool), 0.1)
+
+
+@pytest.fixture
+def app(tmp_path: Path, fake_model: FakeModel) -> App:
+    return make_app(tmp_path, fake_model)
+
+
+def interact(app: App, payload: Any, status: int = 200) -> dict[str, Any]:
+    reply = call(app, "POST", "/", payload, {"Content-Type": "application/json"})
+    assert reply.status == status, reply.body
+    return reply.body
+
+
+# -- shape, values, clicks --------------------------------------------------------------
+
+
+def test_one_click_gives_the_models_mask_cropped_to_inclusive_bounds(app: App) -> None:
+    reply = interact(app, body(pos=[[300, 240]]))
+    assert reply["bounds"] == [280, 220, 320, 260]
+    mask = full_frame(reply, W, H)
+    assert mask[240, 300]
+    np.testing.assert_array_equal(mask, disc(300, 240, 20))
+
+
+def test_float_coordinates_are_pixels(app: App) -> None:
+    reply = interact(app, body(pos=[[12.1, 43.99]]))
+    mask = full_frame(reply, W, H)
+    assert mask[44, 12]
+    np.testing.assert_array_equal(mask, disc(12.1, 43.99, 20))
+    assert reply["bounds"][0] == 0  # clipped at the image's left edge
+
+
+@pytest.mark.parametrize(
+    ("click", "pixel"),
+    [
+        ((W - 1, 0), (W - 1, 0)),
+        ((0, H - 1), (0, H - 1)),
+        ((W, H), (W - 1, H - 1)),  # on the far border: clipped onto the last pixel
+        ((W + 1.5, -1.5), (W - 1, 0)),  # a hair outside: clipped
+    ],
+)
+def test_border_clicks_are_clipped_onto_the_image(
+    app: App, click: tuple[float, float], pixel: tuple[int, int]
+) -> None:
+    mask = full_frame(interact(app, body(pos=[list(click)])), W, H)
+    assert mask[pixel[1], pixel[0]]
+
+
+def test_clicks_far_outside_the_image_are_422(app: App) -> None:
+    assert "outside" in interact(app, body(pos=[[W + 50, 10]]), 422)["error"]
+
+
+def test_negative_point_on_a_sub_part_shrinks_the_mask(tmp_path: Path) -> None:
+    app = make_app(tmp_path, CarvingModel(radius=40))
+    whole = full_frame(interact(app, body(pos=[[300, 240]])), W, H)
+    carved = full_frame(interact(app, body(pos=[[300, 240]], neg=[[330, 240]])), W, H)
+    assert carved.sum() < whole.sum()
+    assert whole[240, 330] and not carved[240, 330]
+    assert carved[240, 300]
+
+
+# -- boxes -----------------------------------------------------------------------------
+
+BOX = (100.0, 120.0, 250.0, 200.0)
+
+
+@pytest.mark.parametrize(
+    "obj_bbox",
+    [
+        [[100.0, 120.0], [250.0, 200.0]],
+        [100.0, 120.0, 250.0, 200.0],
+        [[250.0, 200.0], [100.0, 120.0]],  # reversed corners
+        [250, 120, 100, 200],  # mixed order, ints
+        [[250.0, 120.0], [100.0, 200.0]],
+    ],
+)
+def test_box_only_prompt_returns_a_mask_within_the_box(app: App, obj_bbox: Any) -> None:
+    reply = interact(app, body(box=obj_bbox))
+    mask = full_frame(reply, W, H)
+    x0, y0, x1, y1 = reply["bounds"]
+    assert abs(x0 - BOX[0]) <= 2 and abs(y0 - BOX[1]) <= 2
+    assert abs(x1 - BOX[2]) <= 2 and abs(y1 - BOX[3]) <= 2
+    assert mask[160, 175]
+
+
+def test_box_with_points_and_a_null_box_both_work(app: App) -> None:
+    with_box = interact(app, body(pos=[[175, 160]], box=[[100, 120], [250, 200]]))
+    assert with_box["bounds"] == [100, 120, 249, 199]
+    without = interact(app, body(pos=[[175, 160]], box=None))
+    assert without["bounds"] == [155, 140, 195, 180]
+
+
+def test_box_partly_outside_is_clipped(app: App) -> None:
+    reply = interact(app, body(box=[600, 400, 700, 520]))
+    full_frame(reply, W, H)
+    assert reply["bounds"] == [600, 400, W - 1, H - 1]
+
+
+# -- image modes -----------------------------------------------------------------------
+
+
+def image_in_mode(mode: str) -> bytes:
+    rgb = Image.fromarray(sample_array(W, H))
+    buf = io.BytesIO()
+    if mode == "JPEG":
+        rgb.save(buf, "JPEG", quality=95)
+    elif mode == "I;16":
+        Image.fromarray(sample_array(W, H)[..., 0].astype(np.uint16) * 257).save(buf, "PNG")
+    elif mode == "RGBA":
+        rgba = rgb.convert("RGBA")
+        rgba.putalpha(128)
+        rgba.save(buf, "PNG")
+    else:
+        rgb.convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "opens_as"), [("RGBA", "RGBA"), ("L", "L"), ("P", "P"), ("I;16", "I"), ("JPEG", "RGB")]
+)
+def test_image_modes_decode_to_rgb(tmp_path: Path, mode: str, opens_as: str) -> None:
+    model = FakeModel()
+    app = make_app(tmp_path, model)
+    data = image_in_mode(mode)
+    assert Image.open(io.BytesIO(data)).mode.startswith(opens_as)
+    full_frame(interact(app, body(data, pos=[[300, 240]])), W, H)
+    (seen,) = model.encoded_images
+    assert seen.shape == (H, W, 3) and seen.dtype == np.uint8
+    assert seen[240, 300].min() > 150 and seen[20, 20].max() < 80  # object light, background dark
+
+
+def test_jpeg_exif_rotation_is_applied(tmp_path: Path) -> None:
+    """Stored 320x240 with Orientation 6 (rotate 90° clockwise): shown 240 wide, 320 high."""
+    model = FakeModel(radius=10)
+    app = make_app(tmp_path, model)
+    stored = np.full((240, 320, 3), 30, np.uint8)
+    stored[:60, :80] = 220  # top-left when stored -> top-right when shown
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    # A click at the bottom of the shown frame is outside the stored one.
+    reply = interact(app, body(buf.getvalue(), pos=[[200, 300]]))
+    mask = full_frame(reply, 240, 320)
+    assert mask[300, 200]
+    (seen,) = model.encoded_images
+    assert seen.shape == (320, 240, 3)
+    assert seen[20, 220].min() > 150 and seen[20, 20].max() < 80
+
+
+def test_data_uri_prefix_and_wrapped_base64_are_tolerated(app: App, fake_model: FakeModel) -> None:
+    plain = interact(app, body(pos=[[300, 240]]))
+    assert interact(app, body(data_uri(FRAME), pos=[[300, 240]])) == plain
+    wrapped = base64.encodebytes(FRAME).decode()  # newline every 76 chars
+    assert interact(app, body(wrapped, pos=[[300, 240]])) == plain
+    unpadded = b64(FRAME).rstrip("=")
+    assert interact(app, body(unpadded, pos=[[300, 240]])) == plain
+    assert fake_model.encode_calls == 1  # same bytes every time: one encoder pass
+
+
+# -- empty results ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        body(),  # no prompt at all
+        body(neg=[[300, 240]]),  # negative only (min_pos_points: 0)
+        {"image": b64(FRAME)},  # CVAT drops keys whose value is None
+    ],
+)
+def test_prompt_without_an_object_gives_the_empty_result(
+    app: App, fake_model: FakeModel, payload: dict[str, Any]
+) -> None:
+    assert interact(app, payload) == EMPTY
+    assert fake_model.encode_calls == 0
+
+
+def test_nothing_found_gives_the_empty_result(tmp_path: Path) -> None:
+    app = make_app(tmp_path, BlankModel())
+    blank = encode_image(np.zeros((H, W, 3), np.uint8))
+    assert interact(app, body(blank, pos=[[5, 5]])) == EMPTY
+    assert empty_result() == EMPTY and empty_result() is not empty_result()
+
+
+# -- polygons --------------------------------------------------------------------------
+
+
+def test_polygon_follows_the_largest_of_several_components() -> None:
+    mask = disc(100, 100, 10) | disc(400, 300, 30) | disc(600, 50, 5)
+    reply = render(mask)
+    frame = full_frame(reply, W, H)
+    np.testing.assert_array_equal(frame, mask)
+    xs = [x for x, _ in reply["points"]]
+    ys = [y for _, y in reply["points"]]
+    assert min(xs) == 370 and max(xs) == 430 and min(ys) == 270 and max(ys) == 330
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        [(0, 0)],  # a single pixel in the corner
+        [(W - 1, H - 1)],
+        [(10, 20), (11, 20), (12, 20)],  # a one-pixel line: no area of its own
+        [(5, 5), (6, 6), (7, 7)],  # a diagonal line
+    ],
+)
+def test_thin_masks_still_get_an_enclosing_polygon(pixels: list[tuple[int, int]]) -> None:
+    mask = np.zeros((H, W), bool)
+    for x, y in pixels:
+        mask[y, x] = True
+    reply = render(mask)
+    np.testing.assert_array_equal(full_frame(reply, W, H), mask)
+    xs = [p[0] for p in reply["points"]]
+    ys = [p[1] for p in reply["points"]]
+    for x, y in pixels:
+        assert min(xs) <= x <= max(xs) and min(ys) <= y <= max(ys)
+
+
+def test_mask_with_a_hole_keeps_the_hole_and_the_outer_polygon() -> None:
+    mask = disc(300, 200, 40) & ~disc(300, 200, 15)
+    reply = render(mask)
+    np.testing.assert_array_equal(full_frame(reply, W, H), mask)
+    assert reply["mask"][40][40] == 0  # the hole's centre, relative to bounds
+
+
+# -- size and cache ----------------------------------------------------------------------
+
+
+def test_small_object_on_a_4000x3000_frame_gives_a_small_reply(tmp_path: Path) -> None:
+    width, height = 4000, 3000
+    app = make_app(tmp_path, FakeModel(radius=20))
+    frame = encode_image(sample_array(width, height))
+    reply = call(app, "POST", "/", body(frame, pos=[[2000.5, 1500.5]]))
+    assert reply.status == 200
+    full_frame(reply.body, width, height)
+    # A full-frame mask as JSON takes at least 2 characters ("0,") per pixel.
+    full_frame_json = 2 * width * height
+    assert len(reply.text) < 0.01 * full_frame_json
+    assert len(reply.text) < 8_000
+
+
+def test_repeated_clicks_on_one_frame_encode_it_once(app: App, fake_model: FakeModel) -> None:
+    first = interact(app, body(pos=[[300, 240]]))
+    second = interact(app, body(pos=[[300, 240]], neg=[[330, 250]]))
+    third = interact(app, body(FRAME, pos=[[310, 250]], box=[[200, 150], [400, 330]]))
+    assert fake_model.encode_calls == 1 and app.engine.stats.encoder_calls == 1
+    assert first["bounds"] == second["bounds"] != third["bounds"]
+    pixels = sample_array(W, H)
+    pixels[0, 0] = 31  # one pixel differs: another frame
+    other = encode_image(pixels)
+    interact(app, body(other, pos=[[300, 240]]))
+    assert fake_model.encode_calls == 2
+    interact(app, body(other, pos=[[100, 100]]))
+    interact(app, body(pos=[[100, 100]]))
+    assert fake_model.encode_calls == 2
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "words"),
+    [
+        ({"pos_points": [[1, 2]], "neg_points": [], "obj_bbox": None}, 400, "image"),
+        ({"image": None, "pos_points": [[1, 2]]}, 400, "image"),
+        (body(b64(FRAME)) | {"image": 12345}, 400, "base64"),
+        (body("@@@ not base64 @@@", pos=[[1, 2]]), 400, "base64"),
+        (body("aGVsbG8=é", pos=[[1, 2]]), 400, "base64"),
+        (body("", pos=[[1, 2]]), 400, "empty"),
+        (body(b"hello, this is not an image", pos=[[1, 2]]), 400, "image"),
+        (body("data:image/png,notbase64", pos=[[1, 2]]), 400, "base64"),
+        (body(pos="12,34"), 422, "pos_points"),
+        (body(pos=[1, 2]), 422, "pos_points[0]"),
+        (body(pos=[[1, 2, 3]]), 422, "pos_points[0]"),
+        (body(pos=[[1, "2"]]), 422, "pos_points[0][1]"),
+        (body(pos=[[True, 2]]), 422, "pos_points[0][0]"),
+        (body(pos=[[10, 10]], neg={"x": 1}), 422, "neg_points"),
+        (body(pos=[[math.nan, 10]]), 422, "finite"),
+        (body(pos=[[10, 10]], neg=[[10, math.inf]]), 422, "finite"),
+        (body(box=[1, 2, 3]), 422, "obj_bbox"),
+        (body(box=[[1, 2], [3, math.nan]]), 422, "finite"),
+        (body(box="10,10,20,20"), 422, "obj_bbox"),
+        (body(box=[50, 50, 50, 80]), 422, "zero size"),
+        (body(box=[5000, 5000, 6000, 6000]), 422, "outside"),
+    ],
+)
+def test_bad_input_gets_a_json_4xx_and_the_worker_keeps_serving(
+    app: App, payload: dict[str, Any], status: int, words: str
+) -> None:
+    reply = interact(app, payload, status)
+    assert set(reply) == {"error"} and words in reply["error"]
+    assert interact(app, body(pos=[[300, 240]]))["bounds"] == [280, 220, 320, 260]
+
+
+def test_unknown_keys_and_threshold_are_ignored(app: App) -> None:
+    reply = interact(app, body(pos=[[300, 240]], threshold=0.5, frame=3, task=7, whatever={"a": 1}))
+    assert reply["bounds"] == [280, 220, 320, 260]
+
+
+def test_label_studio_bodies_on_root_still_go_to_label_studio(app: App) -> None:
+    reply = call(app, "POST", "/", predict_body(data_uri(FRAME), None))
+    assert reply.status == 200 and "results" in reply.body
+
+
+# -- through the local server (Nuclio's event semantics) -------------------------------
+
+
+@pytest.fixture
+def server(app: App) -> Iterator[LocalServer]:
+    context = handler_context(app)
+    srv = LocalServer(("127.0.0.1", 0), handler, context=context)
+    srv.start_background()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def handler_context(app: App) -> Any:
+    import logging
+
+    import nuclio_sdk
+
+    context = nuclio_sdk.Context(nuclio_sdk.Logger(logging.INFO, "test"), worker_id=0)
+    context.user_data.app = app
+    return context
+
+
+def post(url: str, data: bytes, content_type: str = "application/json") -> tuple[int, str, Any]:
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, resp.headers["Content-Type"], json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], json.loads(err.read())
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_local_server_answers_a_cvat_call_on_root(server: LocalServer, content_type: str) -> None:
+    status, ctype, reply = post(server.url + "/", json.dumps(body(pos=[[300.5, 240.25]])).encode(), content_type)
+    assert status == 200 and ctype == "application/json"
+    mask = full_frame(reply, W, H)
+    assert mask[240, 300]
+
+
+def test_local_server_answers_bad_cvat_calls_with_json_errors(server: LocalServer) -> None:
+    status, ctype, reply = post(server.url + "/", b'{"image": "@@@", "pos_points": [[1, 2]]}')
+    assert status == 400 and ctype == "application/json" and "error" in reply
+    # NaN is not JSON, but Python's parser (and so Nuclio's) lets it through.
+    raw = json.dumps(body(pos=[[1.0, 2.0]])).replace("1.0", "NaN").encode()
+    status, _, reply = post(server.url + "/", raw)
+    assert status == 422 and "finite" in reply["error"]
+    status, _, reply = post(server.url + "/", json.dumps(body(pos=[[300, 240]])).encode())
+    assert status == 200 and reply["bounds"] == [280, 220, 320, 260]
+
+
+def test_local_server_accepts_a_30_mb_frame(server: LocalServer, fake_model: FakeModel) -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (2600, 3000, 3), np.uint8)  # incompressible: ~23 MB as PNG
+    frame = encode_image(noise, compress_level=0)
+    payload = json.dumps(body(frame, pos=[[1500, 1300]])).encode()
+    assert 28 * 2**20 < len(payload) < 64 * 2**20
+    status, _, reply = post(server.url + "/", payload)
+    assert status == 200
+    assert reply["bounds"] == [1480, 1280, 1520, 1320]
+    assert fake_model.encode_calls == 1
+
+
+def test_concurrent_clicks_on_one_frame_share_one_encoder_pass(tmp_path: Path) -> None:
+    model = FakeModel(encode_seconds=0.2)
+    app = make_app(tmp_path, model)
+    replies: list[dict[str, Any]] = []
+
+    def click(x: int) -> None:
+        replies.append(interact(app, body(pos=[[x, 240]])))
+
+    threads = [threading.Thread(target=click, args=(280 + 10 * i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(replies) == 4 and model.encode_calls == 1
+
+
+# -- the real SAM2 (random weights) through the whole stack ------------------------------
+
+
+@pytest.mark.sam2
+def test_real_sam2_reply_is_a_valid_cvat_mask(tmp_path: Path, sam2_model: Any) -> None:
+    app = make_app(tmp_path, sam2_model)
+    frame = encode_image(sample_array(320, 240))
+    first = interact(app, body(frame, pos=[[150.5, 120.0]], neg=[[20, 20]]))
+    mask = full_frame(first, 320, 240)
+    second = interact(app, body(frame, box=[[100, 75], [200, 165]]))
+    full_frame(second, 320, 240)
+    assert app.engine.stats.encoder_calls == 1 and app.engine.stats.decoder_calls == 2
+    if mask.any():  # random weights may find nothing; the reply must be valid either way
+        assert first["points"]
