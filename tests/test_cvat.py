@@ -461,7 +461,9 @@ def post(url: str, data: bytes, content_type: str = "application/json") -> tuple
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
 def test_local_server_answers_a_cvat_call_on_root(server: LocalServer, content_type: str) -> None:
-    status, ctype, reply = post(server.url + "/", json.dumps(body(pos=[[300.5, 240.25]])).encode(), content_type)
+    status, ctype, reply = post(
+        server.url + "/", json.dumps(body(pos=[[300.5, 240.25]])).encode(), content_type
+    )
     assert status == 200 and ctype == "application/json"
     mask = full_frame(reply, W, H)
     assert mask[240, 300]
