@@ -1,105 +1,29 @@
-"""CVAT interactor contract (../shared/specs/cvat-contract.md §10, the cases that need no CVAT).
-
-Replies are checked the way the CVAT UI consumes them: the mask is put back at `bounds` in a
-full frame and compared with what the model segmented; the polygon is rasterised and must
-cover the mask's largest component.
+"""CVAT interactor contract (../shared/specs/cvat-contract.md §10, the cases that need no CVAT
+server) through `App`: shapes and values, clicks, boxes, image modes, empty results,
+polygons, reply size, feature cache and bad input. The local server and the real SAM2 are in
+test_cvat_server.py.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import math
-import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-import handler
 from function.app import App
 from function.cvat import empty_result, render
 from function.engine import ImageFeatures, Segmentation
 from function.prompts import NEGATIVE, Prompt
-from function.server import LocalServer
 
+from .cvat_support import EMPTY, FRAME, H, W, b64, body, disc, full_frame, interact
 from .fakes import FakeModel
 from .support import call, data_uri, encode_image, make_app, predict_body, sample_array
-
-W, H = 640, 480
-EMPTY = {"mask": [[0]], "bounds": [0, 0, 0, 0], "points": []}
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-FRAME = encode_image(sample_array(W, H))
-
-
-def body(
-    image: bytes | str = FRAME,
-    pos: list[Any] | None = None,
-    neg: list[Any] | None = None,
-    box: Any = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "image": image if isinstance(image, str) else b64(image),
-        "pos_points": [] if pos is None else pos,
-        "neg_points": [] if neg is None else neg,
-        "obj_bbox": box,
-        **extra,
-    }
-
-
-def full_frame(reply: dict[str, Any], width: int, height: int) -> np.ndarray:
-    """Checks the reply's shape rules and returns the mask placed in an (H, W) frame."""
-    assert set(reply) == {"mask", "bounds", "points"}
-    mask, bounds = reply["mask"], reply["bounds"]
-    xtl, ytl, xbr, ybr = bounds
-    assert all(type(v) is int for v in bounds)
-    assert 0 <= xtl <= xbr <= width - 1 and 0 <= ytl <= ybr <= height - 1
-    assert isinstance(mask, list) and len(mask) == ybr - ytl + 1
-    assert all(isinstance(row, list) and len(row) == xbr - xtl + 1 for row in mask)
-    assert all(type(v) is int and v in (0, 255) for row in mask for v in row)
-    frame = np.zeros((height, width), np.uint8)
-    frame[ytl : ybr + 1, xtl : xbr + 1] = np.asarray(mask, np.uint8)
-    if frame.any():
-        check_polygon(reply["points"], frame > 0)
-    else:
-        assert reply == EMPTY, "an all-zero mask must be the empty result"
-    return frame > 0
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    return labels == 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
-
-
-def check_polygon(points: list[list[float]], mask: np.ndarray) -> None:
-    height, width = mask.shape
-    assert len(points) >= 3
-    for x, y in points:
-        assert isinstance(x, float) and isinstance(y, float)
-        assert 0 <= x <= width - 1 and 0 <= y <= height - 1
-    drawn = np.zeros(mask.shape, np.uint8)
-    cv2.fillPoly(drawn, [np.round(np.asarray(points)).astype(np.int32)], 1)
-    component = largest_component(mask)
-    covered = (drawn.astype(bool) & component).sum() / component.sum()
-    assert covered > 0.9, f"polygon covers only {covered:.0%} of the largest component"
-
-
-def disc(cx: float, cy: float, r: int, width: int = W, height: int = H) -> np.ndarray:
-    yy, xx = np.ogrid[:height, :width]
-    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
 
 
 class CarvingModel(FakeModel):
@@ -125,12 +49,6 @@ class BlankModel(FakeModel):
 @pytest.fixture
 def app(tmp_path: Path, fake_model: FakeModel) -> App:
     return make_app(tmp_path, fake_model)
-
-
-def interact(app: App, payload: Any, status: int = 200) -> dict[str, Any]:
-    reply = call(app, "POST", "/", payload, {"Content-Type": "application/json"})
-    assert reply.status == status, reply.body
-    return reply.body
 
 
 # -- shape, values, clicks --------------------------------------------------------------
@@ -423,102 +341,3 @@ def test_unknown_keys_and_threshold_are_ignored(app: App) -> None:
 def test_label_studio_bodies_on_root_still_go_to_label_studio(app: App) -> None:
     reply = call(app, "POST", "/", predict_body(data_uri(FRAME), None))
     assert reply.status == 200 and "results" in reply.body
-
-
-# -- through the local server (Nuclio's event semantics) -------------------------------
-
-
-@pytest.fixture
-def server(app: App) -> Iterator[LocalServer]:
-    context = handler_context(app)
-    srv = LocalServer(("127.0.0.1", 0), handler, context=context)
-    srv.start_background()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-def handler_context(app: App) -> Any:
-    import logging
-
-    import nuclio_sdk
-
-    context = nuclio_sdk.Context(nuclio_sdk.Logger(logging.INFO, "test"), worker_id=0)
-    context.user_data.app = app
-    return context
-
-
-def post(url: str, data: bytes, content_type: str = "application/json") -> tuple[int, str, Any]:
-    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            return resp.status, resp.headers["Content-Type"], json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers["Content-Type"], json.loads(err.read())
-
-
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
-def test_local_server_answers_a_cvat_call_on_root(server: LocalServer, content_type: str) -> None:
-    status, ctype, reply = post(
-        server.url + "/", json.dumps(body(pos=[[300.5, 240.25]])).encode(), content_type
-    )
-    assert status == 200 and ctype == "application/json"
-    mask = full_frame(reply, W, H)
-    assert mask[240, 300]
-
-
-def test_local_server_answers_bad_cvat_calls_with_json_errors(server: LocalServer) -> None:
-    status, ctype, reply = post(server.url + "/", b'{"image": "@@@", "pos_points": [[1, 2]]}')
-    assert status == 400 and ctype == "application/json" and "error" in reply
-    # NaN is not JSON, but Python's parser (and so Nuclio's) lets it through.
-    raw = json.dumps(body(pos=[[1.0, 2.0]])).replace("1.0", "NaN").encode()
-    status, _, reply = post(server.url + "/", raw)
-    assert status == 422 and "finite" in reply["error"]
-    status, _, reply = post(server.url + "/", json.dumps(body(pos=[[300, 240]])).encode())
-    assert status == 200 and reply["bounds"] == [280, 220, 320, 260]
-
-
-def test_local_server_accepts_a_30_mb_frame(server: LocalServer, fake_model: FakeModel) -> None:
-    rng = np.random.default_rng(0)
-    noise = rng.integers(0, 256, (2600, 3000, 3), np.uint8)  # incompressible: ~23 MB as PNG
-    frame = encode_image(noise, compress_level=0)
-    payload = json.dumps(body(frame, pos=[[1500, 1300]])).encode()
-    assert 28 * 2**20 < len(payload) < 64 * 2**20
-    status, _, reply = post(server.url + "/", payload)
-    assert status == 200
-    assert reply["bounds"] == [1480, 1280, 1520, 1320]
-    assert fake_model.encode_calls == 1
-
-
-def test_concurrent_clicks_on_one_frame_share_one_encoder_pass(tmp_path: Path) -> None:
-    model = FakeModel(encode_seconds=0.2)
-    app = make_app(tmp_path, model)
-    replies: list[dict[str, Any]] = []
-
-    def click(x: int) -> None:
-        replies.append(interact(app, body(pos=[[x, 240]])))
-
-    threads = [threading.Thread(target=click, args=(280 + 10 * i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(replies) == 4 and model.encode_calls == 1
-
-
-# -- the real SAM2 (random weights) through the whole stack ------------------------------
-
-
-@pytest.mark.sam2
-def test_real_sam2_reply_is_a_valid_cvat_mask(tmp_path: Path, sam2_model: Any) -> None:
-    app = make_app(tmp_path, sam2_model)
-    frame = encode_image(sample_array(320, 240))
-    first = interact(app, body(frame, pos=[[150.5, 120.0]], neg=[[20, 20]]))
-    mask = full_frame(first, 320, 240)
-    second = interact(app, body(frame, box=[[100, 75], [200, 165]]))
-    full_frame(second, 320, 240)
-    assert app.engine.stats.encoder_calls == 1 and app.engine.stats.decoder_calls == 2
-    if mask.any():  # random weights may find nothing; the reply must be valid either way
-        assert first["points"]
