@@ -24,7 +24,7 @@ FROM quay.io/nuclio/uhttpc:0.0.1-amd64 AS uhttpc
 FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 
 # ---- python: CPython 3.11 and an empty virtualenv at fixed paths, copied as-is to the runtime.
-FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS python
+FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS python311
 ARG PYTHON_VERSION=3.11
 ENV DEBIAN_FRONTEND=noninteractive \
     UV_PYTHON_INSTALL_DIR=/opt/python \
@@ -42,7 +42,7 @@ RUN uv python install "${PYTHON_VERSION}" \
 
 # ---- checkpoints: fetched and SHA256-verified by the project's own command. Its own stage, so
 # it downloads in parallel with the torch install and is cached apart from it.
-FROM python AS checkpoints
+FROM python311 AS checkpoints
 ARG MODEL_SIZE
 ARG EXTRA_MODEL_SIZES
 WORKDIR /src
@@ -52,7 +52,7 @@ RUN for size in ${MODEL_SIZE} ${EXTRA_MODEL_SIZES}; do \
     done
 
 # ---- build: CUDA torch, the pinned requirements, sam2 compiled with its CUDA extension.
-FROM python AS build
+FROM python311 AS build
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 # Turing .. Blackwell; +PTX lets newer GPUs JIT the kernel.
 ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
