@@ -94,7 +94,7 @@ def env_problems(env: Any) -> list[str]:
             problems.append(f"env {name}: needs exactly one of value / valueFrom")
         if has_value and not isinstance(entry["value"], str):
             problems.append(f"env {name}: value {entry['value']!r} must be a quoted string")
-        if name in CREDENTIAL_ENV and has_value:
+        if name in CREDENTIAL_ENV and has_value and entry["value"] != "":
             problems.append(f"env {name}: a credential must come from valueFrom.secretKeyRef, not a literal")
         if has_ref and not isinstance((entry["valueFrom"] or {}).get("secretKeyRef"), dict):
             problems.append(f"env {name}: valueFrom must be a secretKeyRef")
@@ -191,4 +191,3 @@ def function_config_problems(doc: Any) -> list[str]:
     problems += scaling_problems(spec)
     problems += resource_problems(spec.get("resources"))
     return problems
-

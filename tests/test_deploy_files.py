@@ -10,18 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from dockerfile_parse import DockerfileParser
 
 from function.checkpoints import CHECKPOINTS
 from function.settings import KNOWN_ENV, Settings
@@ -35,6 +32,7 @@ from .deploy_rules import (
     kubernetes_manifest_paths,
     looks_like_secret,
 )
+from .dockerfile_stages import Dockerfile, copies_from, copy_dests, parse_dockerfile
 
 CONFIGS = function_config_paths()
 GPU_CONFIG = ROOT / "function.yaml"
@@ -50,6 +48,10 @@ def load(path: Path) -> Any:
 
 def env_of(doc: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in doc["spec"]["env"]}
+
+
+def dockerfile() -> Dockerfile:
+    return parse_dockerfile(ROOT)
 
 
 # ---- function configs -------------------------------------------------------------------
@@ -186,73 +188,6 @@ def test_secret_example_provides_the_keys_the_configs_reference() -> None:
 # ---- Dockerfile ---------------------------------------------------------------------------
 
 
-@dataclass
-class Stage:
-    image: str  # ARG-substituted image, or the alias of an earlier stage
-    alias: str
-    instructions: list[dict[str, Any]] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    args: dict[str, str] = field(default_factory=dict)
-
-    def values(self, instruction: str) -> list[str]:
-        return [i["value"] for i in self.instructions if i["instruction"] == instruction]
-
-
-@dataclass
-class Dockerfile:
-    stages: list[Stage]
-    global_args: dict[str, str]
-
-    @property
-    def final(self) -> Stage:
-        return self.stages[-1]
-
-    def stage(self, alias: str) -> Stage:
-        return next(s for s in self.stages if s.alias == alias)
-
-    def arg_default(self, name: str) -> str:
-        return self.global_args[name]
-
-
-def _assignments(value: str) -> dict[str, str]:
-    return dict(token.split("=", 1) for token in shlex.split(value) if "=" in token)
-
-
-def dockerfile() -> Dockerfile:
-    parser = DockerfileParser(path=str(ROOT))
-    images = iter(parser.parent_images)  # FROM images with ARG defaults substituted
-    stages: list[Stage] = []
-    global_args: dict[str, str] = {}
-    for instr in parser.structure:
-        kind, value = instr["instruction"], instr["value"]
-        if kind == "FROM":
-            alias = value.split()[-1] if re.search(r"\sAS\s", value, re.I) else ""
-            image = next(images)
-            parent = next((s for s in stages if s.alias == image), None)
-            stage = Stage(image, alias, env=dict(parent.env) if parent else {})
-            stages.append(stage)
-        elif not stages:
-            if kind == "ARG":
-                global_args |= _assignments(value)
-        else:
-            stage.instructions.append(instr)
-            if kind == "ENV":
-                stage.env |= _assignments(value)
-            elif kind == "ARG":
-                stage.args |= _assignments(value)
-    return Dockerfile(stages, global_args)
-
-
-def copies_from(stage: Stage, alias: str) -> list[tuple[str, str]]:
-    pairs = []
-    for value in stage.values("COPY"):
-        parts = value.split()
-        if f"--from={alias}" in parts:
-            paths = [p for p in parts if not p.startswith("--")]
-            pairs.append((paths[0], paths[-1]))
-    return pairs
-
-
 def test_dockerfile_is_multi_stage_and_every_base_is_pinned() -> None:
     df = dockerfile()
     assert len(df.stages) >= 3
@@ -271,11 +206,11 @@ def test_dockerfile_copies_nuclio_processor_wrapper_and_wheels() -> None:
     assert re.fullmatch(r"quay\.io/nuclio/handler-builder-python-onbuild:\d+\.\d+\.\d+-amd64", onbuild.image)
     assert ("/home/nuclio/bin/processor", "/usr/local/bin/processor") in copies_from(df.final, onbuild.alias)
     assert ("/home/nuclio/bin/py", "/opt/nuclio/") in copies_from(df.final, onbuild.alias)
-    wheels = [s for s in df.stages if any(src.endswith("py3.11-whl") for src, _ in copies_from(s, onbuild.alias))]
+    wheels = [
+        s for s in df.stages if any(src.endswith("py3.11-whl") for src, _ in copies_from(s, onbuild.alias))
+    ]
     assert wheels, "the Python 3.11 wheels of the onbuild image are not used"
-    assert any(
-        "nuclio-sdk msgpack --no-index --find-links" in run for s in wheels for run in s.values("RUN")
-    )
+    assert any("nuclio-sdk msgpack --no-index --find-links" in run for s in wheels for run in s.values("RUN"))
     version = onbuild.image.split(":")[1].removesuffix("-amd64")
     assert version in (ROOT / "deploy" / "README.md").read_text(), "deploy/README.md must name it"
 
@@ -294,13 +229,9 @@ def test_dockerfile_final_stage_runs_processor_as_non_root() -> None:
     user = final.values("USER")[-1].split(":")[0]
     assert user not in ("root", "0"), "the function must not run as root"
     assert json.loads(final.values("CMD")[-1]) == ["processor"]
-    assert any(dst == "/opt/nuclio/handler.py" for dst in _copy_dests(final, "handler.py"))
-    assert any(dst.rstrip("/") == "/opt/nuclio/function" for dst in _copy_dests(final, "function/"))
+    assert any(dst == "/opt/nuclio/handler.py" for dst in copy_dests(final, "handler.py"))
+    assert any(dst.rstrip("/") == "/opt/nuclio/function" for dst in copy_dests(final, "function/"))
     assert final.env["PATH"].startswith("/opt/venv/bin")  # the processor runs python3 from PATH
-
-
-def _copy_dests(stage: Stage, source: str) -> list[str]:
-    return [v.split()[-1] for v in stage.values("COPY") if not v.startswith("--") and v.split()[0] == source]
 
 
 def test_dockerfile_runtime_stage_has_no_compilers() -> None:
