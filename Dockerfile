@@ -21,6 +21,7 @@ FROM quay.io/nuclio/handler-builder-python-onbuild:${NUCLIO_VERSION}-amd64 AS nu
 # uhttpc: the static HTTP probe the HEALTHCHECK below runs.
 FROM quay.io/nuclio/uhttpc:0.0.1-amd64 AS uhttpc
 # uv only installs a relocatable CPython 3.11 (Ubuntu 24.04 ships 3.12); pip does the rest.
+# That Python reads CA certificates from SSL_CERT_FILE (the distribution's bundle, set below).
 FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 
 # ---- python: CPython 3.11 and an empty virtualenv at fixed paths, copied as-is to the runtime.
@@ -31,6 +32,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     UV_PYTHON_PREFERENCE=only-managed \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     PATH=/opt/venv/bin:$PATH
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential ca-certificates \
@@ -100,6 +102,7 @@ COPY function/ /opt/nuclio/function/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     CHECKPOINT_DIR=/models \
     MODEL_SIZE=${MODEL_SIZE}
 WORKDIR /opt/nuclio
