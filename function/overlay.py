@@ -51,11 +51,15 @@ class DrawnPrompt:
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1
 
 
-def _kind(region: dict[str, Any]) -> str:
-    kind = str(region.get("type", "")).lower().removesuffix("labels")
-    if kind not in ("brush", "polygon", "rectangle"):
-        raise RegionError(f"cannot draw a region of type {region.get('type')!r}")
-    return kind
+def _kind(region: dict[str, Any], value: dict[str, Any]) -> str:
+    """brush, polygon or rectangle, read from the value's shape (its keys say how to draw it)."""
+    if "rle" in value:
+        return "brush"
+    if "points" in value:
+        return "polygon"
+    if "width" in value and "height" in value and "x" in value:
+        return "rectangle"
+    raise RegionError(f"cannot draw a region of type {region.get('type')!r} (no rle, points or box)")
 
 
 def _brush_mask(value: dict[str, Any], width: int, height: int) -> np.ndarray:
@@ -77,10 +81,10 @@ def _fill(outline: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def region_shape(region: dict[str, Any], width: int, height: int) -> RegionShape:
     """Decode one Label Studio result region for an image of `width` x `height` pixels."""
-    kind = _kind(region)
     value = region.get("value")
     if not isinstance(value, dict):
         raise RegionError("region has no value object")
+    kind = _kind(region, value)
     sx, sy = width / 100.0, height / 100.0
     try:
         if kind == "brush":
