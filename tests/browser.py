@@ -74,13 +74,18 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 60.0) -> Any:
+        """Poll until truthy; errors count as false (the page may still be navigating)."""
         deadline = time.monotonic() + timeout_s
+        last = ""
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError as exc:
+                value, last = None, str(exc)
             if value:
                 return value
             time.sleep(0.05)
-        raise TimeoutError(f"still false after {timeout_s} s: {expression}")
+        raise TimeoutError(f"still false after {timeout_s} s: {expression} {last}")
 
     def mouse(self, kind: str, x: float, y: float, button: str = "left") -> None:
         buttons = {"left": 1, "right": 2}[button] if kind != "mouseReleased" else 0
