@@ -385,7 +385,8 @@ def main(args: argparse.Namespace) -> int:
         transport = make_transport(options, timeout_s, log)
         log(f"probing the {transport.description} with {image.name} ({image.width}x{image.height})")
         run = run_cycle(transport, image, prompt, extra_params)
-        run.timings.insert(0, ("fetch", fetched, f"read {image.name}, {len(image.data)} bytes"))
+        source = "drew the bundled sample" if options.get("image") is None else f"read {image.name}"
+        run.timings.insert(0, ("fetch", fetched, f"{source}, {len(image.data)} bytes"))
         print(pretty_json(run.prediction))
         if options.get("out"):
             out = Path(options["out"])
