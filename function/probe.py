@@ -9,7 +9,9 @@ had to plant files in the backend's cache and only worked with one worker).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
+
+from PIL import Image
 
 from .images import LoadedImage, probe_size
 from .overlay import RegionError, region_shape, render_cutout, render_overlay
@@ -103,8 +107,6 @@ class ProbeImage:
         return self.width, self.height
 
     def data_uri(self) -> str:
-        import base64
-
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode()}"
 
 
@@ -126,12 +128,8 @@ def read_image(source: str | None, timeout_s: float) -> ProbeImage:
             data, name = Path(source).read_bytes(), Path(source).name
         except OSError as exc:
             raise ProbeError(f"cannot read {source}: {exc.strerror}") from None
-    from PIL import Image
-
     try:
         width, height = probe_size(data, MAX_PIXELS)
-        import io
-
         with Image.open(io.BytesIO(data)) as img:
             mime = Image.MIME.get(img.format or "", "application/octet-stream")
     except Exception:
