@@ -211,3 +211,38 @@ def test_in_process_with_real_sam2(
     for name in ("prediction.json", "request.json", "overlay.png"):
         assert (out / name).stat().st_size > 0
     assert Image.open(out / "overlay.png").size == SAMPLE_SIZE
+
+
+def test_in_process_on_the_command_line_beats_a_url_in_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeModel
+) -> None:
+    config = tmp_path / "probe.yaml"
+    config.write_text("url: http://127.0.0.1:9\npoint: '0.5,0.5'\n")
+    app = make_app(tmp_path, fake)
+    monkeypatch.setattr(probe, "load_in_process", lambda log: probe.InProcessTransport(app))
+    code, prediction, err = run_probe(capsys, "--config", str(config), "--in-process")
+    assert code == 0, err
+    assert "probing the in-process function" in err
+    assert np.array_equal(brush_mask(prediction), disc(320, 240, 20))
+
+
+def test_polygon_and_rectangle_predictions_are_drawn_per_region(tmp_path: Path) -> None:
+    """The result shapes the polygon/rectangle return formats produce, written as Label Studio has them."""
+    image = probe.read_image(None, 5.0)
+    polygon = {"points": [[60, 50], [80, 50], [80, 80]], "closed": True, "polygonlabels": ["object"]}
+    box = {"x": 10, "y": 10, "width": 20, "height": 30, "rotation": 0, "rectanglelabels": ["object"]}
+    regions = [
+        {"type": "polygonlabels", "value": polygon, "score": 0.8},
+        {"type": "rectanglelabels", "value": box, "score": 0.7},
+        {"type": "keypointlabels", "value": {"x": 1, "y": 1}},
+    ]
+    run = probe.ProbeRun({}, {"tasks": []}, {"results": [{"result": regions, "score": 0.8}]})
+    spec = probe.default_prompt(image, is_sample=True)
+    lines = probe.write_outputs(tmp_path, run, image, spec)
+    assert lines[0].startswith("region 1: polygonlabels ['object'] score 0.800")
+    assert lines[1].startswith("region 2: rectanglelabels ['object'] score 0.700")
+    assert lines[2].startswith("region 3: not drawn")
+    assert Image.open(tmp_path / "region-1.png").size == (129, 145)  # 20% x 30% of 640x480, + 1
+    assert Image.open(tmp_path / "region-2.png").size == (129, 145)
+    assert not (tmp_path / "region-3.png").exists()
+    assert Image.open(tmp_path / "overlay.png").size == SAMPLE_SIZE
