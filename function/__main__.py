@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("--url", help="download from this mirror instead of Meta's URL")
     dl.set_defaults(run=_download)
 
-    from .probe import add_parser as add_probe_parser
+    from .probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
 

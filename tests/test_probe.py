@@ -13,7 +13,7 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
-from function import probe
+from function import probe, probe_cli
 from function.__main__ import main
 from function.sample import BALL_CENTRE, SAMPLE_SIZE, sample_png
 from function.server import LocalServer
@@ -186,9 +186,9 @@ def test_without_url_it_falls_back_to_in_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeModel
 ) -> None:
     monkeypatch.delenv("ML_BACKEND_URL", raising=False)
-    monkeypatch.setattr(probe, "DEFAULT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setattr(probe_cli, "DEFAULT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
     app = make_app(tmp_path, fake)
-    monkeypatch.setattr(probe, "load_in_process", lambda log: probe.InProcessTransport(app))
+    monkeypatch.setattr(probe_cli, "load_in_process", lambda log: probe.InProcessTransport(app))
     code, prediction, err = run_probe(capsys)
     assert code == 0, err
     assert "no function answers at http://127.0.0.1:9; loading the model in this process" in err
@@ -219,7 +219,7 @@ def test_in_process_on_the_command_line_beats_a_url_in_the_config(
     config = tmp_path / "probe.yaml"
     config.write_text("url: http://127.0.0.1:9\npoint: '0.5,0.5'\n")
     app = make_app(tmp_path, fake)
-    monkeypatch.setattr(probe, "load_in_process", lambda log: probe.InProcessTransport(app))
+    monkeypatch.setattr(probe_cli, "load_in_process", lambda log: probe.InProcessTransport(app))
     code, prediction, err = run_probe(capsys, "--config", str(config), "--in-process")
     assert code == 0, err
     assert "probing the in-process function" in err
@@ -237,7 +237,7 @@ def test_polygon_and_rectangle_predictions_are_drawn_per_region(tmp_path: Path) 
         {"type": "keypointlabels", "value": {"x": 1, "y": 1}},
     ]
     run = probe.ProbeRun({}, {"tasks": []}, {"results": [{"result": regions, "score": 0.8}]})
-    spec = probe.default_prompt(image, is_sample=True)
+    spec = probe_cli.default_prompt(image, is_sample=True)
     lines = probe.write_outputs(tmp_path, run, image, spec)
     assert lines[0].startswith("region 1: polygonlabels ['object'] score 0.800")
     assert lines[1].startswith("region 2: rectanglelabels ['object'] score 0.700")
