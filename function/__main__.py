@@ -1,4 +1,4 @@
-"""Command line: `python -m function {serve,download-checkpoint,...}`."""
+"""Command line: `python -m function {serve,download-checkpoint,probe,...}`."""
 
 from __future__ import annotations
 
@@ -28,11 +28,17 @@ def _serve(args: argparse.Namespace) -> int:
     # The repository root holds handler.py, the module Nuclio loads.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     handler_module = importlib.import_module("handler")
+    from .demo import demo_routes
     from .server import LocalServer
 
     print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
-    server = LocalServer((args.host, args.port), handler_module, max_body_bytes=settings.max_body_bytes)
-    print(f"serving on {server.url} (Ctrl+C to stop)", file=sys.stderr)
+    server = LocalServer(
+        (args.host, args.port),
+        handler_module,
+        max_body_bytes=settings.max_body_bytes,
+        static_routes=demo_routes(),
+    )
+    print(f"serving on {server.url} (Ctrl+C to stop; demo page: {server.url}/demo)", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -79,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     dl.add_argument("--url", help="download from this mirror instead of Meta's URL")
     dl.set_defaults(run=_download)
+
+    from .probe_cli import add_parser as add_probe_parser
+
+    add_probe_parser(sub)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

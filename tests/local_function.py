@@ -1,0 +1,32 @@
+"""The local server on 127.0.0.1:<free port> around a ready-made App (e.g. one with FakeModel)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nuclio_sdk
+
+from function.app import App
+from function.demo import demo_routes
+from function.server import LocalServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # handler.py lives at the root
+import handler
+
+
+@contextmanager
+def serve_app(app: App) -> Iterator[LocalServer]:
+    """Serve `app` through handler.py exactly as `python -m function serve` does, demo page included."""
+    context = nuclio_sdk.Context(nuclio_sdk.Logger(logging.WARNING, "test"), worker_id=0)
+    context.user_data.app = app
+    server = LocalServer(("127.0.0.1", 0), handler, context=context, static_routes=demo_routes())
+    server.start_background()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
