@@ -152,7 +152,9 @@ def test_batch_of_50_tasks_encodes_at_most_the_cap(tmp_path: Path, apps: Callabl
         drain(app)
         assert model.encode_calls == expected
         # The first tasks of the batch are the ones prepared.
-        assert sorted(float(img[0, 0, 0]) for img in model.encoded_images) == [40 + i for i in range(expected)]
+        assert sorted(float(img[0, 0, 0]) for img in model.encoded_images) == [
+            40 + i for i in range(expected)
+        ]
 
 
 def test_click_mid_encode_waits_for_that_pass(tmp_path: Path, apps: Callable[..., App]) -> None:
@@ -189,7 +191,9 @@ def test_failed_prewarm_leaves_the_click_error_intact(
         replies = []
         for prewarm in (True, False):
             model = FakeModel()
-            app = apps(tmp_path, model, label_studio_url=ls.url, label_studio_api_key=ls.legacy, prewarm=prewarm)
+            app = apps(
+                tmp_path, model, label_studio_url=ls.url, label_studio_api_key=ls.legacy, prewarm=prewarm
+            )
             open_task(app, LS_IMAGE)
             if prewarm:
                 assert drain(app)["prewarm"]["failed"] == 1
