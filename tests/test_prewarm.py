@@ -277,3 +277,19 @@ def test_dedup_queued_cached_and_same_content(tmp_path: Path, apps: Callable[...
         open_task(app, other)
         assert drain(app)["prewarm"]["encoded"] == 1
         assert model.encode_calls == 2
+
+
+@pytest.mark.sam2
+def test_real_sam2_prewarm_in_the_background_thread(
+    tmp_path: Path, apps: Callable[..., App], sam2_model: Any
+) -> None:
+    """The real encoder runs in the prewarm thread (its own inference mode) and the click reuses it."""
+    app = apps(tmp_path, sam2_model)
+    image = data_uri(png())
+    open_task(app, image)
+    assert app.prewarmer is not None and app.prewarmer.drain(300.0)
+    assert app.metrics()["prewarm"]["encoded"] == 1 and app.engine.stats.encoder_calls == 1
+    body = click(app, image)
+    assert body["results"][0]["result"][0]["value"]["rle"]
+    assert app.engine.stats.encoder_calls == 1
+    assert app.metrics()["feature_cache"]["hits"] == 1
