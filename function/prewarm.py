@@ -134,10 +134,13 @@ class Prewarmer:
         for task in tasks[: self.max_tasks]:
             try:
                 value, task_id = self.locate(task, project)
-            except HttpError as exc:
+            except HttpError as exc:  # no image in the task: the click will say so
                 log.debug("prewarm: nothing to prepare for a task: %s", self.redact(exc.message))
-                with self._cond:
-                    self.stats.skipped += 1
+                self._count("skipped")
+                continue
+            except Exception as exc:  # whatever it is, the task-open reply must not fail
+                log.warning("prewarm: cannot find a task's image: %s", type(exc).__name__)
+                self._count("failed")
                 continue
             self.submit(PrewarmJob(_ref(value), value, task_id, project))
 
@@ -217,8 +220,11 @@ class Prewarmer:
             log.warning("prewarm of %s dropped: %s", job.label, type(exc).__name__)
         finally:
             if outcome is not None:
-                with self._cond:
-                    setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+                self._count(outcome)
+
+    def _count(self, outcome: str) -> None:
+        with self._cond:
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
 
     def _fetch_and_encode(self, job: PrewarmJob) -> str | None:
         """The stats counter to bump, or None when closing."""

@@ -222,6 +222,22 @@ def test_undecodable_image_fails_prewarm_and_the_click_still_answers(
     assert drain(app)["prewarm"]["encoded"] == 1
 
 
+def test_task_open_reply_never_fails_because_of_prewarm(tmp_path: Path, apps: Callable[..., App]) -> None:
+    app = apps(tmp_path, FakeModel())
+    body = {"tasks": [{"id": 1, "meta": {}}], "project": "1.1", "params": {"context": None}}
+    assert call(app, "POST", "/predict", body).body == {"results": []}  # a task without data
+    assert app.metrics()["prewarm"]["skipped"] == 1
+
+    def broken(task: dict[str, Any], project: str | None) -> tuple[Any, int | None]:
+        raise RuntimeError("unexpected")
+
+    assert app.prewarmer is not None
+    app.prewarmer.locate = broken
+    reply = call(app, "POST", "/predict", predict_body(data_uri(png()), None))
+    assert reply.status == 200 and reply.body == {"results": []}
+    assert app.metrics()["prewarm"]["failed"] == 1
+
+
 def test_prewarm_off_encodes_nothing(tmp_path: Path, apps: Callable[..., App]) -> None:
     model = FakeModel()
     app = apps(tmp_path, model, prewarm=False)
