@@ -117,6 +117,7 @@ def _hits(app: App) -> int:
 
 
 def run(quick: bool, device: str, model: str) -> list[dict[str, Any]]:
+    """Rows {name, ours, baseline, unit, ratio = baseline/ours}; `model` is a size (`tiny`) or config."""
     trials = 2 if quick else 5
     delay_s = QUICK_DELAY_S if quick else FULL_DELAY_S
     with tempfile.TemporaryDirectory(prefix="sam2-prewarm-bench-") as tmp:
