@@ -19,6 +19,7 @@ from typing import Any
 from .engine import Engine, FeatureCache, SegmentationModel
 from .errors import BadRequest, HttpError, MethodNotAllowed, NotFound, Unauthorized
 from .images import ImageCache
+from .prewarm import Activity, Prewarmer, build_prewarmer
 from .redact import Redactor
 from .settings import Settings
 
@@ -38,6 +39,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
 UNAUTHENTICATED = ("live",)
 # Any of these keys on `POST /` means a CVAT interactor body (even one missing its image).
 _CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
+INTERACTIVE = ("predict", "")  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,20 @@ class App:
         store = ProjectStore(settings.project_store_dir)
         self.labelstudio = LabelStudioBackend(settings, engine, images, media, store, model_info)
         self.cvat = CvatInteractor(settings, engine, images)
+        self.activity = Activity()  # clicks in progress; prewarm waits for them
+        self.prewarmer: Prewarmer | None = None
+        if settings.prewarm:
+            self.prewarmer = build_prewarmer(
+                engine,
+                images,
+                self.activity,
+                locate=self.labelstudio.task_open_image,
+                load=media.load,
+                queue_size=settings.prewarm_queue_size,
+                max_tasks=settings.prewarm_max_tasks,
+                redact=self.redact,
+            )
+            self.labelstudio.on_task_open = self.prewarmer.on_task_open
         self.handlers: dict[str, Callable[[Request], Reply]] = {
             "": self._root,
             "health": lambda r: Reply(200, self.labelstudio.health()),
@@ -170,6 +186,7 @@ class App:
             "encoder_calls": self.engine.stats.encoder_calls,
             "decoder_calls": self.engine.stats.decoder_calls,
             "image_cache_bytes": self.images.nbytes,
+            "prewarm": self.prewarmer.metrics() if self.prewarmer else {"enabled": False},
         }
 
     def _root(self, request: Request) -> Reply:
@@ -209,7 +226,8 @@ class App:
                 raise MethodNotAllowed(f"{method} is not allowed on /{name}")
             if self.settings.basic_auth_enabled and name not in UNAUTHENTICATED:
                 self._check_auth(request)
-            reply = self.handlers[name](request)
+            with self.activity.track(method == "POST" and name in INTERACTIVE):
+                reply = self.handlers[name](request)
         except HttpError as exc:
             reply = self.error_reply(exc.status, exc.message)
         except Exception:

@@ -20,14 +20,23 @@ class MaskResult:
     cached: bool
 
 
-def segment(
-    engine: Engine, image: LoadedImage, prompt: Prompt, images: ImageCache | None = None
-) -> MaskResult:
+def whole_image(image: LoadedImage, images: ImageCache | None = None) -> EncoderInput:
+    """The encoder input for the whole image; its key is the image content key.
+
+    Clicks and task-open prewarm both go through here, so they share one cache entry.
+    """
+
     def pixels() -> np.ndarray:
         out = image.pixels()
         if images is not None:
             images.enforce_budget()
         return out
 
-    seg, cached = engine.segment(EncoderInput(image.key, pixels), prompt)
+    return EncoderInput(image.key, pixels)
+
+
+def segment(
+    engine: Engine, image: LoadedImage, prompt: Prompt, images: ImageCache | None = None
+) -> MaskResult:
+    seg, cached = engine.segment(whole_image(image, images), prompt)
     return MaskResult(seg.mask, seg.score, cached)

@@ -131,18 +131,10 @@ class LabelStudioBackend:
     ) -> dict[str, Any]:
         if regions.is_empty:
             return self._empty()
-        to_name = regions.to_name or (config.images[0][0] if config and config.images else "image")
+        to_name = regions.to_name or first_image_name(config)
         control, to_name = self._output_control(config, options, to_name)
-        data = task.get("data")
-        if not isinstance(data, dict) or not data:
-            raise Unprocessable("task has no data")
-        key = (config.data_key(to_name) if config else None) or (
-            "image" if "image" in data or len(data) != 1 else next(iter(data))
-        )
-        if key not in data:
-            raise Unprocessable(f"task data has no {key!r} key for image {to_name!r}")
-        task_id = task.get("id") if isinstance(task.get("id"), int) else None
-        image = self.media.load(data[key], task_id)
+        value, task_id = task_image(task, config, to_name)
+        image = self.media.load(value, task_id)
         prompt = regions.to_prompt(image.width, image.height).validated(
             image.width, image.height, self.settings.max_prompt_points
         )
@@ -153,6 +145,11 @@ class LabelStudioBackend:
         region = brush_region(result.mask, result.score, control, to_name, label)
         return {"result": [region], "score": float(result.score), "model_version": self.version}
 
+    def task_open_image(self, task: dict[str, Any], pid: str | None) -> tuple[Any, int | None]:
+        """(image reference, task id) that a first click on `task` will load: the project's first image."""
+        config = self._label_config(None, self.store.get(pid))
+        return task_image(task, config, first_image_name(config))
+
     @staticmethod
     def _label(label: str | None, control: Control) -> str:
         if label is not None and (not control.labels or label in control.labels):
@@ -162,6 +159,24 @@ class LabelStudioBackend:
                 "label %r is not in <%s name=%r>; using its first label", label, control.tag, control.name
             )
         return control.labels[0] if control.labels else (label or "object")
+
+
+def first_image_name(config: LabelConfig | None) -> str:
+    return config.images[0][0] if config and config.images else "image"
+
+
+def task_image(task: dict[str, Any], config: LabelConfig | None, to_name: str) -> tuple[Any, int | None]:
+    """(image reference, task id) of the image `to_name` in `task`; clicks and prewarm share it."""
+    data = task.get("data")
+    if not isinstance(data, dict) or not data:
+        raise Unprocessable("task has no data")
+    key = (config.data_key(to_name) if config else None) or (
+        "image" if "image" in data or len(data) != 1 else next(iter(data))
+    )
+    if key not in data:
+        raise Unprocessable(f"task data has no {key!r} key for image {to_name!r}")
+    task_id = task.get("id") if isinstance(task.get("id"), int) else None
+    return data[key], task_id
 
 
 def _object(body: Any, route: str) -> dict[str, Any]:
