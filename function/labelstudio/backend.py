@@ -16,7 +16,7 @@ from .interface import DEFAULT_CONFIG, Control, LabelConfig, parse_label_config
 from .media import MediaFetcher
 from .params import Options, decode_extra_params, parse_options
 from .projects import ProjectState, ProjectStore, project_id
-from .results import brush_region
+from .results import mask_regions
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,13 @@ class LabelStudioBackend:
         wanted = [options.return_type]
         if options.return_type == "BrushLabels":
             wanted.append("Brush")
-        for cfg in (config, DEFAULT_CONFIG if options.return_type == "BrushLabels" else None):
+        # Without a label config (direct calls, probes) answer with a default control "tag"
+        # of the configured type; BrushLabels also falls back to it when the config lacks one.
+        base = DEFAULT_CONFIG.controls[0]
+        default = LabelConfig(
+            (Control(base.name, options.return_type, base.to_name, base.labels),), DEFAULT_CONFIG.images
+        )
+        for cfg in (config, default if config is None or options.return_type == "BrushLabels" else None):
             if cfg is None:
                 continue
             name = to_name if cfg.data_key(to_name) is not None or cfg is config else "image"
@@ -148,10 +154,18 @@ class LabelStudioBackend:
         )
         if not prompt.can_segment:
             return self._empty()
-        result = segment(self.engine, image, prompt, self.images)
-        label = self._label(regions.label, control)
-        region = brush_region(result.mask, result.score, control, to_name, label)
-        return {"result": [region], "score": float(result.score), "model_version": self.version}
+        result = segment(
+            self.engine,
+            image,
+            prompt,
+            self.images,
+            resize=options.fullframe_resize,
+            patching=options.subpatching,
+            post=options.postprocess,
+        )
+        label = self._label(regions.label, control) if control.tag.endswith("Labels") else None
+        found = mask_regions(result.mask, result.score, control, to_name, label, options.return_format)
+        return {"result": found, "score": float(result.score), "model_version": self.version}
 
     @staticmethod
     def _label(label: str | None, control: Control) -> str:
