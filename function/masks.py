@@ -145,20 +145,26 @@ def _simplify(contour: np.ndarray, epsilon: float, max_points: int) -> np.ndarra
     perimeter = cv2.arcLength(contour, True)
     base = epsilon * perimeter if epsilon < 1 else epsilon
     approx = cv2.approxPolyDP(contour, base, True)
+    while len(approx) < 3 and len(contour) >= 3 and base > 0.05:
+        # Too coarse for this outline (e.g. a large fraction on a thin blob): refine rather
+        # than lose the blob.
+        base /= 2
+        approx = cv2.approxPolyDP(contour, base, True)
     if len(approx) <= max_points:
         return approx
     lo, hi = base, max(base, perimeter)
-    best = cv2.approxPolyDP(contour, hi, True)
+    best = None
     for _ in range(24):
         mid = (lo + hi) / 2
         candidate = cv2.approxPolyDP(contour, mid, True)
         if len(candidate) <= max_points:
-            best, hi = candidate, mid
+            hi = mid
+            best = candidate if len(candidate) >= 3 else best
         else:
             lo = mid
         if hi - lo < 0.01:
             break
-    return best
+    return best if best is not None else cv2.approxPolyDP(contour, hi, True)
 
 
 def polygons(mask: np.ndarray, epsilon: float = 1.0, max_points: int = 100) -> list[np.ndarray]:
