@@ -130,7 +130,7 @@ def test_resize_spec_plans() -> None:
     assert ResizeSpec(size=(1024, 1024)).plan(2000, 1500) == Resize((2000, 1500), (1024, 1024))
     assert ResizeSpec(size=(2000, 1500)).plan(2000, 1500) is None
     assert ResizeSpec(scale=0.0001).plan(100, 100) == Resize((100, 100), (1, 1))
-    with pytest.raises(Unprocessable, match="fullframe_resize.*only downscaling"):
+    with pytest.raises(Unprocessable, match=r"fullframe_resize.*only downscaling"):
         ResizeSpec(size=(1024, 1024)).plan(2000, 800)
 
 

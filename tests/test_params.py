@@ -283,7 +283,7 @@ def test_postprocess_rejects(post: dict[str, Any], path: str, fragment: str) -> 
 def test_decode_accepts_object_string_empty_and_null() -> None:
     assert decode_extra_params(None) == {} and decode_extra_params("  ") == {}
     assert decode_extra_params('{"a": 1}') == {"a": 1} and decode_extra_params({"a": 1}) == {"a": 1}
-    with pytest.raises(BadRequest, match="valid JSON.*line 1 column"):
+    with pytest.raises(BadRequest, match=r"valid JSON.*line 1 column"):
         decode_extra_params("{nope")
     with pytest.raises(BadRequest, match="JSON object"):
         decode_extra_params("[1]")
