@@ -13,6 +13,7 @@ percent coordinates times the image size are.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -308,19 +309,27 @@ def plan_patch(extent: Box, frame_w: int, frame_h: int, spec: PatchSpec) -> Crop
     whatever lies past the frame is padding.
     """
     pw, ph = spec.size
-    w, h = extent.width, extent.height
-    cx, cy = int((extent.x0 + extent.x1) // 2), int((extent.y0 + extent.y1) // 2)
+    # The whole pixels the prompt touches: a window of whole pixels can always hold them.
+    x0, y0 = math.floor(extent.x0), math.floor(extent.y0)
+    x1, y1 = max(math.ceil(extent.x1), x0), max(math.ceil(extent.y1), y0)
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     if w > pw or h > ph:
         if not spec.allow_oversize:
             raise Unprocessable(
-                f"subpatching: the prompt ({w:.0f}x{h:.0f} px) is larger than the {pw}x{ph} patch "
+                f"subpatching: the prompt ({w}x{h} px) is larger than the {pw}x{ph} patch "
                 "and allow_oversize is false"
             )
         side = max(w, h) * (1 + spec.oversize_padding)
         if side > min(frame_w, frame_h):
             return None
         grown = int(side)
-        pw = ph = grown - grown % 2
+        grown -= grown % 2  # even, as SAM2Plus does
+        if grown < max(w, h):  # an odd side with no padding lost a pixel to rounding
+            grown += 2
+        if grown > min(frame_w, frame_h):
+            return None
+        pw = ph = grown
     x0, y0 = cx - pw // 2, cy - ph // 2
     if spec.mode == "default":
         x0 = min(max(x0, 0), frame_w - pw) if frame_w >= pw else 0

@@ -228,7 +228,8 @@ def test_planned_patch_holds_the_prompt(
     spec = PatchSpec(size=(pw, ph), mode=mode)  # type: ignore[arg-type]
     crop = plan_patch(extent, fw, fh, spec)
     if crop is None:  # only when the grown patch would exceed the frame
-        assert max(extent.width, extent.height) * 1.05 > min(fw, fh)
+        span = max(np.ceil(extent.x1) - np.floor(extent.x0), np.ceil(extent.y1) - np.floor(extent.y0))
+        assert span > min(pw, ph) and span * 1.05 > min(fw, fh) - 2
         return
     assert crop.x0 <= extent.x0 and crop.y0 <= extent.y0
     assert extent.x1 <= crop.x0 + crop.width and extent.y1 <= crop.y0 + crop.height
