@@ -133,10 +133,10 @@ class App:
         if settings.prewarm:
             self.prewarmer = build_prewarmer(
                 engine,
-                images,
                 self.activity,
                 locate=self.labelstudio.task_open_image,
                 load=media.load,
+                view=self.labelstudio.first_click_source,
                 queue_size=settings.prewarm_queue_size,
                 max_tasks=settings.prewarm_max_tasks,
                 redact=self.redact,

@@ -28,8 +28,7 @@ import xxhash
 
 from .engine import EncoderInput, Engine
 from .errors import HttpError
-from .images import ImageCache, LoadedImage
-from .pipeline import whole_image
+from .images import LoadedImage
 
 log = logging.getLogger(__name__)
 
@@ -257,26 +256,25 @@ def _ref(value: Any) -> str:
 
 def build_prewarmer(
     engine: Engine,
-    images: ImageCache,
     activity: Activity,
     *,
     locate: Locate,
     load: Load,
+    view: View,
     queue_size: int,
     max_tasks: int,
     redact: Callable[[str], str] = str,
 ) -> Prewarmer:
-    """The prewarmer for the current pipeline: it encodes the whole image, keyed as clicks key it.
-
-    When a project's options make the encoded view depend on the click (a crop around it), the
-    `view` must return None for that project: there is nothing to prepare before the click.
+    """The prewarmer for a protocol adapter: `view(image, project)` says what a first click on
+    that project will encode (the same cache key), or None when that depends on the click (a
+    crop around it): then there is nothing to prepare before the click.
     """
     return Prewarmer(
         engine,
         activity,
         locate=locate,
         load=load,
-        view=lambda image, project: whole_image(image, images),
+        view=view,
         queue_size=queue_size,
         max_tasks=max_tasks,
         redact=redact,

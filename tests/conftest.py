@@ -3,12 +3,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from function.checkpoints import CHECKPOINTS
 
 from .fakes import FakeModel
 
 TINY = CHECKPOINTS["tiny"]
+
+# Property tests assert behaviour, not speed: no per-example deadline (a loaded 2-core CI
+# machine would otherwise fail them at random).
+hypothesis_settings.register_profile("project", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("project")
 
 
 @pytest.fixture

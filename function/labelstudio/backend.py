@@ -6,17 +6,17 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..engine import Engine
+from ..engine import EncoderInput, Engine
 from ..errors import BadRequest, Unprocessable
-from ..images import ImageCache
-from ..pipeline import segment
+from ..images import ImageCache, LoadedImage
+from ..pipeline import encoder_input, full_frame_view, segment
 from ..settings import Settings
 from .context import PromptRegions, parse_regions
 from .interface import DEFAULT_CONFIG, Control, LabelConfig, parse_label_config
 from .media import MediaFetcher
 from .params import Options, decode_extra_params, parse_options
 from .projects import ProjectState, ProjectStore, project_id
-from .results import brush_region
+from .results import mask_regions
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class LabelStudioBackend:
         regions = parse_regions(context.get("result", []))
         stored = self.store.get(pid)
         config = self._label_config(body.get("label_config"), stored)
-        options = parse_options(stored.extra_params if stored else dict(self.settings.default_extra_params))
+        options = self._options(stored)
         return {"results": [self._predict_task(t, regions, config, options) for t in tasks]}
 
     def _empty(self) -> dict[str, Any]:
@@ -113,7 +113,13 @@ class LabelStudioBackend:
         wanted = [options.return_type]
         if options.return_type == "BrushLabels":
             wanted.append("Brush")
-        for cfg in (config, DEFAULT_CONFIG if options.return_type == "BrushLabels" else None):
+        # Without a label config (direct calls, probes) answer with a default control "tag"
+        # of the configured type; BrushLabels also falls back to it when the config lacks one.
+        base = DEFAULT_CONFIG.controls[0]
+        default = LabelConfig(
+            (Control(base.name, options.return_type, base.to_name, base.labels),), DEFAULT_CONFIG.images
+        )
+        for cfg in (config, default if config is None or options.return_type == "BrushLabels" else None):
             if cfg is None:
                 continue
             name = to_name if cfg.data_key(to_name) is not None or cfg is config else "image"
@@ -140,10 +146,29 @@ class LabelStudioBackend:
         )
         if not prompt.can_segment:
             return self._empty()
-        result = segment(self.engine, image, prompt, self.images)
-        label = self._label(regions.label, control)
-        region = brush_region(result.mask, result.score, control, to_name, label)
-        return {"result": [region], "score": float(result.score), "model_version": self.version}
+        result = segment(
+            self.engine,
+            image,
+            prompt,
+            self.images,
+            resize=options.fullframe_resize,
+            patching=options.subpatching,
+            post=options.postprocess,
+        )
+        label = self._label(regions.label, control) if control.tag.endswith("Labels") else None
+        found = mask_regions(result.mask, result.score, control, to_name, label, options.return_format)
+        return {"result": found, "score": float(result.score), "model_version": self.version}
+
+    def _options(self, stored: ProjectState | None) -> Options:
+        return parse_options(stored.extra_params if stored else dict(self.settings.default_extra_params))
+
+    def first_click_source(self, image: LoadedImage, pid: str | None) -> EncoderInput | None:
+        """What a first click on this project's `image` will encode (same cache key), or None
+        when that depends on the click (subpatching crops around it)."""
+        options = self._options(self.store.get(pid))
+        if options.subpatching is not None:
+            return None
+        return encoder_input(image, full_frame_view(image, options.fullframe_resize), self.images)
 
     def task_open_image(self, task: dict[str, Any], pid: str | None) -> tuple[Any, int | None]:
         """(image reference, task id) that a first click on `task` will load: the project's first image."""
