@@ -313,3 +313,36 @@ def test_real_sam2_prewarm_in_the_background_thread(
     assert body["results"][0]["result"][0]["value"]["rle"]
     assert app.engine.stats.encoder_calls == 1
     assert app.metrics()["feature_cache"]["hits"] == 1
+
+
+def setup_project(app: App, extra_params: dict[str, Any]) -> None:
+    body = {
+        "project": "1.1795445671",
+        "schema": predict_body("", None)["label_config"],
+        "extra_params": extra_params,
+    }
+    assert call(app, "POST", "/setup", body).status == 200
+
+
+def test_prewarm_encodes_the_resized_frame_a_click_will_use(tmp_path: Path, apps: Callable[..., App]) -> None:
+    model = FakeModel()
+    app = apps(tmp_path, model)
+    setup_project(app, {"fullframe_resize": 0.5})
+    image = data_uri(png())
+    open_task(app, image)
+    assert drain(app)["prewarm"]["encoded"] == 1
+    assert model.encoded_images[0].shape[:2] == (240, 320)  # the resized frame, not the original
+    mask = mask_of(click(app, image))
+    assert model.encode_calls == 1  # the click found the prewarmed features under its own key
+    assert mask[240, 320]
+
+
+def test_prewarm_skips_projects_whose_view_depends_on_the_click(
+    tmp_path: Path, apps: Callable[..., App]
+) -> None:
+    model = FakeModel()
+    app = apps(tmp_path, model)
+    setup_project(app, {"subpatching": {"patch_size": 256}})
+    open_task(app, data_uri(png()))
+    metrics = drain(app)
+    assert model.encode_calls == 0 and metrics["prewarm"]["encoded"] == 0
