@@ -1,0 +1,169 @@
+"""A real Label Studio 1.23.2 for end-to-end tests (recipe: specs/labelstudio-protocol.md §8).
+
+Label Studio lives in its own virtualenv (`.lsvenv`, created by `./dev.sh test`), runs on
+127.0.0.1 with a fresh data directory, and gets its admin user from the command line. The
+test client logs in on the web form to create a Personal Access Token, exactly as a user
+does, and the function under test gets that PAT as LABEL_STUDIO_API_KEY.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+LS_VENV = Path(os.environ.get("LS_VENV", REPO / ".lsvenv"))
+LS_BIN = LS_VENV / "bin" / "label-studio"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "Passw0rd!123"
+START_TIMEOUT_S = 240.0  # first start runs every migration (~45 s on a fast machine)
+
+
+class LabelStudioError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LabelStudioServer:
+    url: str
+    pat: str
+    legacy_token: str
+    log_path: Path
+    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+
+    def access_token(self) -> str:
+        """A fresh short-lived access token for the PAT, as `POST /api/token/refresh/` gives."""
+        resp = self._session.post(f"{self.url}/api/token/refresh/", json={"refresh": self.pat}, timeout=30)
+        resp.raise_for_status()
+        return str(resp.json()["access"])
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.access_token()}", **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 120)
+        return self._session.request(method, f"{self.url}{path}", headers=headers, **kwargs)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-4000:]
+            raise LabelStudioError(f"Label Studio exited with {proc.returncode}:\n{tail}")
+        try:
+            resp = requests.get(f"{url}/health", timeout=2)
+            if resp.ok and resp.json().get("status") == "UP":
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(1.0)
+    tail = log_path.read_text(errors="replace")[-4000:]
+    raise LabelStudioError(f"Label Studio did not become healthy in {START_TIMEOUT_S:.0f} s:\n{tail}")
+
+
+def create_pat(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> str:
+    """Web login (CSRF cookie, form post), then `POST /api/token/` -> a Personal Access Token."""
+    web = requests.Session()
+    login = f"{url}/user/login/"
+    web.get(login, timeout=30).raise_for_status()
+    csrf = web.cookies.get("csrftoken")
+    if not csrf:
+        raise LabelStudioError("no csrftoken cookie from the login page")
+    resp = web.post(
+        login,
+        data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
+        headers={"Referer": login},
+        allow_redirects=False,
+        timeout=30,
+    )
+    if resp.status_code != 302 or "sessionid" not in web.cookies:
+        raise LabelStudioError(f"web login failed: HTTP {resp.status_code}")
+    resp = web.post(
+        f"{url}/api/token/",
+        headers={"X-CSRFToken": web.cookies.get("csrftoken") or csrf, "Referer": login},
+        timeout=30,
+    )
+    if resp.status_code != 201:
+        raise LabelStudioError(f"creating a PAT failed: HTTP {resp.status_code} {resp.text[:200]}")
+    return str(resp.json()["token"])
+
+
+@contextmanager
+def start_label_studio(workdir: Path) -> Iterator[LabelStudioServer]:
+    """Start Label Studio from `.lsvenv` on a free loopback port; stop it on exit."""
+    if not LS_BIN.exists():
+        raise LabelStudioError(f"{LS_BIN} is missing; run ./dev.sh test (it installs .lsvenv)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    legacy = secrets.token_hex(20)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(
+        LABEL_STUDIO_BASE_DATA_DIR=str(workdir / "data"),
+        ML_BLOCK_LOCAL_IP="false",
+        SSRF_PROTECTION_ENABLED="false",
+        COLLECT_ANALYTICS="false",
+        HOME=str(workdir),  # keeps its config and caches out of the real home
+    )
+    log_path = workdir / "label-studio.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(LS_BIN),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--username",
+                ADMIN_EMAIL,
+                "--password",
+                ADMIN_PASSWORD,
+                "--user-token",
+                legacy,
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped as a whole below
+        )
+    try:
+        _wait_healthy(url, proc, log_path)
+        yield LabelStudioServer(url, create_pat(url), legacy, log_path)
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
