@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,9 @@ LS_VENV = Path(os.environ.get("LS_VENV", REPO / ".lsvenv"))
 LS_BIN = LS_VENV / "bin" / "label-studio"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "Passw0rd!123"
-START_TIMEOUT_S = 240.0  # first start runs every migration (~45 s on a fast machine)
+TEMPLATE = LS_VENV / "sam2-nuclio-test-data"
+FIRST_START_TIMEOUT_S = 900.0  # runs every migration: ~45 s on a fast idle machine
+START_TIMEOUT_S = 180.0
 
 
 class LabelStudioError(RuntimeError):
@@ -66,8 +69,8 @@ class LabelStudioServer:
             return ""
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-4000:]
@@ -80,7 +83,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> No
             pass
         time.sleep(1.0)
     tail = log_path.read_text(errors="replace")[-4000:]
-    raise LabelStudioError(f"Label Studio did not become healthy in {START_TIMEOUT_S:.0f} s:\n{tail}")
+    raise LabelStudioError(f"Label Studio did not become healthy in {timeout_s:.0f} s:\n{tail}")
 
 
 def create_pat(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> str:
@@ -110,25 +113,20 @@ def create_pat(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWOR
     return str(resp.json()["token"])
 
 
-@contextmanager
-def start_label_studio(workdir: Path) -> Iterator[LabelStudioServer]:
-    """Start Label Studio from `.lsvenv` on a free loopback port; stop it on exit."""
-    if not LS_BIN.exists():
-        raise LabelStudioError(f"{LS_BIN} is missing; run ./dev.sh test (it installs .lsvenv)")
-    workdir.mkdir(parents=True, exist_ok=True)
+def _launch(data_dir: Path, legacy: str, timeout_s: float) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """Start Label Studio on a free loopback port with `data_dir`; wait until healthy."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    legacy = secrets.token_hex(20)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(
-        LABEL_STUDIO_BASE_DATA_DIR=str(workdir / "data"),
+        LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
         ML_BLOCK_LOCAL_IP="false",
         SSRF_PROTECTION_ENABLED="false",
         COLLECT_ANALYTICS="false",
-        HOME=str(workdir),  # keeps its config and caches out of the real home
+        HOME=str(data_dir.parent),  # keeps its config and caches out of the real home
     )
-    log_path = workdir / "label-studio.log"
-    with log_path.open("wb") as log:
+    log_path = data_dir.parent / "label-studio.log"
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
                 str(LS_BIN),
@@ -145,14 +143,52 @@ def start_label_studio(workdir: Path) -> Iterator[LabelStudioServer]:
                 "--user-token",
                 legacy,
             ],
-            cwd=workdir,
+            cwd=data_dir.parent,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped as a whole below
+            start_new_session=True,  # its own process group, stopped as a whole
         )
     try:
-        _wait_healthy(url, proc, log_path)
+        _wait_healthy(url, proc, log_path, timeout_s)
+    except BaseException:
+        _stop(proc)
+        raise
+    return url, proc, log_path
+
+
+def _template() -> Path:
+    """A migrated data directory with the admin user, made once per `.lsvenv`.
+
+    The first start runs ~300 migrations (about a minute on an idle 2-core machine); a copy
+    of the result starts in seconds, so every session gets a fresh database cheaply.
+    """
+    if (TEMPLATE / "ready").exists():
+        return TEMPLATE
+    building = TEMPLATE.with_name(f"{TEMPLATE.name}.{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    legacy = secrets.token_hex(20)
+    _url, proc, _log = _launch(building / "data", legacy, FIRST_START_TIMEOUT_S)
+    _stop(proc)
+    (building / "legacy_token").write_text(legacy)
+    (building / "ready").touch()
+    shutil.rmtree(TEMPLATE, ignore_errors=True)
+    building.rename(TEMPLATE)
+    return TEMPLATE
+
+
+@contextmanager
+def start_label_studio(workdir: Path) -> Iterator[LabelStudioServer]:
+    """Start Label Studio from `.lsvenv` on a free loopback port; stop it on exit."""
+    if not LS_BIN.exists():
+        raise LabelStudioError(f"{LS_BIN} is missing; run ./dev.sh test (it installs .lsvenv)")
+    template = _template()
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template / "data", workdir / "data")
+    legacy = (template / "legacy_token").read_text().strip()
+    url, proc, log_path = _launch(workdir / "data", legacy, START_TIMEOUT_S)
+    try:
         yield LabelStudioServer(url, create_pat(url), legacy, log_path)
     finally:
         _stop(proc)
