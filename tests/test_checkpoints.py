@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from function.checkpoints import CHECKPOINTS, Checkpoint, DownloadError, download, sha256_of
-from function.startup import CheckpointMissing, require_checkpoint
 from function.settings import Settings
+from function.startup import CheckpointMissing, require_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = os.urandom(3 * 2**20 + 17)  # more than one read block
@@ -133,7 +133,12 @@ def test_cli_serve_without_checkpoint_exits_with_the_download_command(tmp_path: 
 def test_cli_bad_setting_exits_naming_the_variable(tmp_path: Path) -> None:
     env = {**clean_env(tmp_path), "DEVICE": "gpu"}
     proc = subprocess.run(
-        [sys.executable, "-m", "function", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "function", "serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0 and "DEVICE" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -106,7 +106,9 @@ def test_failed_compute_is_not_cached_and_a_waiter_retries() -> None:
     first.start()
     assert started.wait(10)
     results: list[tuple[ImageFeatures, bool]] = []
-    second = threading.Thread(target=lambda: results.append(cache.get_or_compute("k", lambda: feats(1, "ok"))))
+    second = threading.Thread(
+        target=lambda: results.append(cache.get_or_compute("k", lambda: feats(1, "ok")))
+    )
     second.start()
     release.set()
     first.join(10)
@@ -132,7 +134,9 @@ def test_second_click_on_the_same_image_runs_no_encoder_pass() -> None:
     engine = Engine(model, FeatureCache(100 * MiB))
     pixels = sample_array()
     first, cached1 = engine.segment(image_input(pixels, "img"), Prompt.build([(300, 240)], [], None))
-    second, cached2 = engine.segment(image_input(pixels, "img"), Prompt.build([(100, 100)], [(300, 240)], None))
+    second, cached2 = engine.segment(
+        image_input(pixels, "img"), Prompt.build([(100, 100)], [(300, 240)], None)
+    )
     assert (cached1, cached2) == (False, True)
     assert model.encode_calls == 1 and engine.stats.encoder_calls == 1
     assert model.decode_calls == 2 and engine.stats.decoder_calls == 2

@@ -93,7 +93,10 @@ def assert_brush_region(region: dict[str, Any]) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("name", "unknown"),
-    [("setup_extra_params_object.json", "points_per_side"), ("setup_extra_params_string_basic_auth.json", "as")],
+    [
+        ("setup_extra_params_object.json", "points_per_side"),
+        ("setup_extra_params_string_basic_auth.json", "as"),
+    ],
 )
 def test_recorded_setup_with_unknown_extra_params_is_a_400_naming_the_key(
     app: App, name: str, unknown: str
@@ -103,8 +106,13 @@ def test_recorded_setup_with_unknown_extra_params_is_a_400_naming_the_key(
     assert unknown in reply.body["error"] and "extra_params" in reply.body["error"]
 
 
-@pytest.mark.parametrize("name", ["setup_extra_params_object.json", "setup_extra_params_string_basic_auth.json"])
-@pytest.mark.parametrize("extra", [None, "", {}, "{}", {"return_format": {"type": "BrushLabels"}}, '{"return_format": {"type": "brush"}}'])
+@pytest.mark.parametrize(
+    "name", ["setup_extra_params_object.json", "setup_extra_params_string_basic_auth.json"]
+)
+@pytest.mark.parametrize(
+    "extra",
+    [None, "", {}, "{}", {"return_format": {"type": "BrushLabels"}}, '{"return_format": {"type": "brush"}}'],
+)
 def test_recorded_setup_with_valid_extra_params(app: App, ls: FakeLabelStudio, name: str, extra: Any) -> None:
     body = body_of(name)
     body["extra_params"] = extra
@@ -118,7 +126,9 @@ def test_recorded_setup_with_valid_extra_params(app: App, ls: FakeLabelStudio, n
 def test_setup_is_idempotent(app: App) -> None:
     body = body_of("setup_extra_params_object.json")
     body["extra_params"] = {}
-    assert [call(app, "POST", "/setup", body).body for _ in range(3)] == [{"model_version": app.labelstudio.version}] * 3
+    assert [call(app, "POST", "/setup", body).body for _ in range(3)] == [
+        {"model_version": app.labelstudio.version}
+    ] * 3
 
 
 # -- /predict, interactive --------------------------------------------------------------------
@@ -131,7 +141,9 @@ def predict(app: App, body: Any) -> dict[str, Any]:
 
 
 def test_keypoint_fixture(app: App, ls: FakeLabelStudio, model: FakeModel) -> None:
-    version = call(app, "POST", "/setup", {**body_of("setup_extra_params_object.json"), "extra_params": {}}).body
+    version = call(
+        app, "POST", "/setup", {**body_of("setup_extra_params_object.json"), "extra_params": {}}
+    ).body
     body = predict(app, body_of("predict_interactive_keypointlabels.json"))
     (prediction,) = body["results"]
     assert prediction["model_version"] == version["model_version"]
@@ -163,7 +175,9 @@ def test_second_click_reuses_the_image(app: App, ls: FakeLabelStudio, model: Fak
 
 
 @pytest.mark.parametrize("name", ["predict_no_context_test.json", "predict_no_context_batch_retrieve.json"])
-def test_no_context_answers_empty_without_fetching(app: App, ls: FakeLabelStudio, model: FakeModel, name: str) -> None:
+def test_no_context_answers_empty_without_fetching(
+    app: App, ls: FakeLabelStudio, model: FakeModel, name: str
+) -> None:
     assert predict(app, body_of(name)) == {"results": []}
     assert ls.requests == [] and model.encode_calls == 0
 

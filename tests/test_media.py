@@ -85,7 +85,10 @@ def test_cloud_uri_is_presigned_with_the_task_id(tmp_path: Path) -> None:
     with fake_label_studio() as ls:
         encoded = base64.urlsafe_b64encode(uri.encode()).decode()
         # The fake serves the image at the presign URL itself (real LS redirects to the bucket).
-        for candidate in (f"/tasks/7/presign/?fileuri={encoded}", f"/tasks/7/presign/?fileuri={encoded.replace('=', '%3D')}"):
+        for candidate in (
+            f"/tasks/7/presign/?fileuri={encoded}",
+            f"/tasks/7/presign/?fileuri={encoded.replace('=', '%3D')}",
+        ):
             ls.files[candidate] = PNG
         m = media(tmp_path, ls.url, ls.legacy)
         image = m.load(uri, task_id=7)
@@ -151,7 +154,9 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 def test_exif_rotated_image_rle_uses_the_decoded_size(tmp_path: Path) -> None:
     app = make_app(tmp_path, FakeModel(radius=5))
-    body = predict_body(data_uri(exif_jpeg(sample_array(64, 48), 6), "image/jpeg"), [keypoint(50, 50, w=48, h=64)])
+    body = predict_body(
+        data_uri(exif_jpeg(sample_array(64, 48), 6), "image/jpeg"), [keypoint(50, 50, w=48, h=64)]
+    )
     reply = call(app, "POST", "/predict", body)
     assert reply.status == 200, reply.body
     region = reply.body["results"][0]["result"][0]

@@ -22,6 +22,10 @@ from label_studio_sdk.converter import brush
 from nuclio_sdk.test import Platform
 
 import handler
+from function.engine import EncoderInput
+from function.geometry import Box
+from function.images import content_key
+from function.prompts import Prompt
 
 from .fakes import FakeModel
 from .support import data_uri, encode_image, keypoint, make_app, predict_body, rectangle, sample_array
@@ -29,7 +33,9 @@ from .support import data_uri, encode_image, keypoint, make_app, predict_body, r
 W, H = 320, 240
 
 
-def event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> nuclio_sdk.Event:
+def event(
+    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> nuclio_sdk.Event:
     """As Nuclio builds it: a dict body only for application/json, bytes otherwise."""
     headers = dict(headers or {})
     content_type = headers.get("Content-Type", "")
@@ -94,19 +100,24 @@ def test_init_context_loads_sam2_once(platform: Platform) -> None:
 
 @pytest.mark.sam2
 def test_setup_and_versions(platform: Platform) -> None:
-    status, body = call(platform, "POST", "/setup", {"project": "3.17", "schema": "", "extra_params": ""}, JSON)
+    status, body = call(
+        platform, "POST", "/setup", {"project": "3.17", "schema": "", "extra_params": ""}, JSON
+    )
     assert status == 200 and set(body) == {"model_version"}
     assert call(platform, "GET", "/versions")[1] == {"versions": [body["model_version"]]}
 
 
 @pytest.mark.sam2
-def test_predict_with_real_sam2_decodes_to_the_image_size(platform: Platform) -> None:
-    image = data_uri(encode_image(sample_array(W, H)))
+def test_predict_with_real_sam2_decodes_to_the_model_mask(platform: Platform) -> None:
+    png = encode_image(sample_array(W, H))
     app = platform._get_handler_context(handler.handler).user_data.app
     encodes = app.engine.stats.encoder_calls
-    results = []
-    for regions in ([keypoint(46.9, 50.0, w=W, h=H)], [rectangle(30, 30, 35, 40)]):
-        status, body = call(platform, "POST", "/predict", predict_body(image, regions), JSON)
+    prompts = [
+        ([keypoint(46.9, 50.0, w=W, h=H)], Prompt.build([(0.469 * W, 0.5 * H)], [], None)),
+        ([rectangle(30, 30, 35, 40)], Prompt.build([], [], Box(0.30 * W, 0.30 * H, 0.65 * W, 0.70 * H))),
+    ]
+    for regions, prompt in prompts:
+        status, body = call(platform, "POST", "/predict", predict_body(data_uri(png), regions), JSON)
         assert status == 200, body
         (prediction,) = body["results"]
         (region,) = prediction["result"]
@@ -115,10 +126,14 @@ def test_predict_with_real_sam2_decodes_to_the_image_size(platform: Platform) ->
         flat = brush.decode_rle(region["value"]["rle"])
         assert flat.size == W * H * 4
         mask = flat.reshape(H, W, 4)[:, :, 3]
-        assert set(np.unique(mask)) <= {0, 255}
+        # Random weights: the mask means nothing, but it must be exactly what SAM2 decoded.
+        features, cached = app.engine.features(EncoderInput(content_key(png), lambda: sample_array(W, H)))
+        assert cached
+        expected = app.engine.model.decode(features, prompt)
+        assert np.array_equal(mask, expected.mask.astype(np.uint8) * 255)
+        assert prediction["score"] == pytest.approx(expected.score)
         assert isinstance(prediction["score"], float) and prediction["score"] == region["score"]
         assert prediction["model_version"] == call(platform, "GET", "/versions")[1]["versions"][0]
-        results.append(mask)
     assert app.engine.stats.encoder_calls - encodes == 1  # the rectangle reused the click's features
 
 
@@ -158,7 +173,9 @@ def test_body_as_bytes_or_str_is_accepted(fake_platform: tuple[Platform, FakeMod
         raw = raw.encode()
     elif form == "dict-with-other-content-type":
         raw, headers = raw.encode(), {"Content-Type": "application/json; charset=utf-8"}
-    ev = nuclio_sdk.Event(body=raw, content_type=headers["Content-Type"], headers=headers, method="POST", path="/predict")
+    ev = nuclio_sdk.Event(
+        body=raw, content_type=headers["Content-Type"], headers=headers, method="POST", path="/predict"
+    )
     status, reply = check_response(p.call_handler(handler.handler, ev))
     assert status == 200 and len(reply["results"]) == 1
 

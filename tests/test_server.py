@@ -142,7 +142,9 @@ def test_concurrent_clients(tmp_path: Path) -> None:
 
     def client(i: int) -> None:
         w, h = sizes[i]
-        body = predict_body(data_uri(encode_image(sample_array(w, h))), [keypoint(10 + 10 * i, 50.0, w=w, h=h)])
+        body = predict_body(
+            data_uri(encode_image(sample_array(w, h))), [keypoint(10 + 10 * i, 50.0, w=w, h=h)]
+        )
         resp = requests.post(f"{s.url}/predict", json=body, timeout=60)
         results[i] = (resp.status_code, resp.json())
 

@@ -42,7 +42,10 @@ def test_defaults_are_tiny_sam21_from_the_download_cache(tmp_path: Path) -> None
         ("sam2.1_hiera_s", "configs/sam2.1/sam2.1_hiera_s.yaml"),
         ("sam2_hiera_l.yaml", "configs/sam2/sam2_hiera_l.yaml"),
         ("sam2_hiera_t.yaml", "configs/sam2/sam2_hiera_t.yaml"),
-        ("/opt/segment-anything-2/sam2/configs/sam2.1/sam2.1_hiera_l.yaml", "configs/sam2.1/sam2.1_hiera_l.yaml"),
+        (
+            "/opt/segment-anything-2/sam2/configs/sam2.1/sam2.1_hiera_l.yaml",
+            "configs/sam2.1/sam2.1_hiera_l.yaml",
+        ),
     ],
 )
 def test_model_config_forms(tmp_path: Path, value: str, expected: str) -> None:
@@ -130,7 +133,9 @@ def test_device_rejected_naming_the_variable(tmp_path: Path, device: str) -> Non
 def test_label_studio_host_is_an_alias_of_url(tmp_path: Path) -> None:
     s = Settings.from_env(env(tmp_path, LABEL_STUDIO_HOST="http://ls.example:8080/"))
     assert s.label_studio_url == "http://ls.example:8080"
-    both = Settings.from_env(env(tmp_path, LABEL_STUDIO_HOST="http://host:1", LABEL_STUDIO_URL="http://url:2"))
+    both = Settings.from_env(
+        env(tmp_path, LABEL_STUDIO_HOST="http://host:1", LABEL_STUDIO_URL="http://url:2")
+    )
     assert both.label_studio_url == "http://url:2"
 
 
@@ -162,8 +167,13 @@ def test_tokens_and_secrets(tmp_path: Path) -> None:
     assert set(SECRET_ENV) <= set(KNOWN_ENV)
 
 
-@pytest.mark.parametrize(("given", "missing"), [({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_PASS"), ({"BASIC_AUTH_PASS": "p"}, "BASIC_AUTH_USER")])
-def test_half_basic_auth_names_the_missing_variable(tmp_path: Path, given: dict[str, str], missing: str) -> None:
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_PASS"), ({"BASIC_AUTH_PASS": "p"}, "BASIC_AUTH_USER")],
+)
+def test_half_basic_auth_names_the_missing_variable(
+    tmp_path: Path, given: dict[str, str], missing: str
+) -> None:
     assert error_for(tmp_path, **given).variable == missing
 
 
