@@ -165,6 +165,8 @@ def _template() -> Path:
     """
     if (TEMPLATE / "ready").exists():
         return TEMPLATE
+    for stale in TEMPLATE.parent.glob(f"{TEMPLATE.name}.*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     building = TEMPLATE.with_name(f"{TEMPLATE.name}.{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)

@@ -16,7 +16,7 @@ import pytest
 
 from function.errors import BadGateway
 from function.images import ImageCache
-from function.labelstudio.auth import LabelStudioAuth, is_personal_access_token
+from function.labelstudio.auth import LabelStudioAuth, is_personal_access_token, jwt_claims
 from function.labelstudio.media import MediaFetcher
 
 from .fakes import FakeModel
@@ -94,12 +94,13 @@ def test_refresh_again_after_expiry(ls: FakeLabelStudio) -> None:
     auth = LabelStudioAuth(ls.url, ls.pat, clock=lambda: now[0])
     first = auth.headers()
     assert auth.headers() == first and ls.refreshes == 1
-    now[0] += 300 - 31  # still more than the 30 s leeway left
+    expires = float((jwt_claims(first["Authorization"][7:]) or {})["exp"])
+    now[0] = expires - 31  # still more than the 30 s leeway left
     assert auth.headers() == first and ls.refreshes == 1
-    now[0] += 2  # inside the leeway: refreshed before it expires
+    now[0] = expires - 29  # inside the leeway: refreshed before it expires
     second = auth.headers()
     assert second != first and ls.refreshes == 2
-    now[0] = time.time()  # the new token's expiry is on the fake server's (real) clock
+    now[0] = float((jwt_claims(second["Authorization"][7:]) or {})["exp"]) - 60
     assert auth.headers() == second and ls.refreshes == 2
 
 
