@@ -45,6 +45,10 @@ def _free_port() -> int:
 
 @dataclass
 class LabelStudioServer:
+    """`pat`: a Personal Access Token made through the web login (what users paste into
+    LABEL_STUDIO_API_KEY). `legacy_token`: the admin's legacy key, disabled by default in
+    1.23 (enable with `POST /api/jwt/settings` to test legacy mode)."""
+
     url: str
     pat: str
     legacy_token: str
