@@ -1,0 +1,150 @@
+"""End to end against a real Label Studio 1.23.2: PAT auth, an uploaded image, the backend
+connected with `POST /api/ml`, and interactive annotation through
+`POST /api/ml/{id}/interactive-annotating` with a keypoint and a rectangle.
+
+The function is the real handler module behind the local server, with a real SAM2.1 tiny
+(random weights) loaded from a checkpoint file. Random weights make the mask content
+meaningless, so the checks are on the protocol: the answer reaches the browser API, the RLE
+decodes to exactly the image's size, and the second click costs no image-encoder pass.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from label_studio_sdk.converter import brush
+
+from function.server import LocalServer
+
+from .lsfixture import LabelStudioServer
+from .support import LABEL_CONFIG, encode_image, keypoint, rectangle, sample_array
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.sam2]
+
+W, H = 640, 480
+
+
+@pytest.fixture(scope="module")
+def function_server(
+    label_studio: LabelStudioServer, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServer]:
+    """`python -m function serve` in-process: real handler, real SAM2 tiny, PAT from the web login."""
+    env = {
+        "MODEL_CHECKPOINT": str(tiny_checkpoint),
+        "DEVICE": "cpu",
+        "WARMUP": "false",
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.pat,
+        "PROJECT_STORE_DIR": str(tmp_path_factory.mktemp("projects")),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN", "MODEL_CONFIG", "MODEL_SIZE"):
+            mp.delenv(key, raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        handler_module = importlib.import_module("handler")
+        server = LocalServer(("127.0.0.1", 0), handler_module)
+    server.start_background()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def connected(label_studio: LabelStudioServer, function_server: LocalServer) -> dict[str, Any]:
+    """A project with the fixtures' label config, the sample PNG as its task, SAM2 connected."""
+    resp = label_studio.api("POST", "/api/projects", json={"title": "sam2-e2e", "label_config": LABEL_CONFIG})
+    assert resp.status_code == 201, resp.text
+    project = resp.json()["id"]
+    png = encode_image(sample_array())
+    resp = label_studio.api(
+        "POST", f"/api/projects/{project}/import", files={"file": ("test_image.png", png, "image/png")}
+    )
+    assert resp.status_code == 201, resp.text
+    tasks = label_studio.api("GET", f"/api/tasks?project={project}").json()["tasks"]
+    assert len(tasks) == 1
+    assert tasks[0]["data"]["image"].startswith("/data/upload/")
+    resp = label_studio.api(
+        "POST",
+        "/api/ml",
+        json={
+            "url": function_server.url,
+            "project": project,
+            "is_interactive": True,
+            "title": "sam2",
+            # Label Studio's UI sends extra_params as a JSON string.
+            "extra_params": json.dumps({"return_format": {"type": "BrushLabels"}}),
+        },
+    )
+    assert resp.status_code == 201, f"{resp.status_code} {resp.text}\n{label_studio.log_tail()}"
+    ml = resp.json()
+    assert ml["state"] != "ER", ml
+    return {"project": project, "task": tasks[0]["id"], "ml": ml["id"]}
+
+
+def metrics(server: LocalServer) -> dict[str, Any]:
+    resp = requests.get(f"{server.url}/metrics", timeout=10)
+    assert resp.status_code == 200
+    return dict(resp.json())
+
+
+def interactive(label_studio: LabelStudioServer, ids: dict[str, Any], regions: list[dict[str, Any]]) -> Any:
+    resp = label_studio.api(
+        "POST",
+        f"/api/ml/{ids['ml']}/interactive-annotating",
+        json={"task": ids["task"], "context": {"result": regions}},
+    )
+    assert resp.status_code == 200, f"{resp.status_code} {resp.text[:500]}\n{label_studio.log_tail()}"
+    body = resp.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def assert_brush_region(region: dict[str, Any]) -> np.ndarray:
+    assert region["type"] == "brushlabels"
+    assert region["from_name"] == "tag" and region["to_name"] == "image"
+    assert (region["original_width"], region["original_height"]) == (W, H)
+    assert region["value"]["format"] == "rle"
+    assert region["value"]["brushlabels"] == ["object"]
+    flat = brush.decode_rle(region["value"]["rle"])
+    assert flat.size == W * H * 4
+    return flat.reshape(H, W, 4)[:, :, 3]
+
+
+def test_connect_reports_the_function_model_version(
+    label_studio: LabelStudioServer, connected: dict[str, Any], function_server: LocalServer
+) -> None:
+    health = requests.get(f"{function_server.url}/health", timeout=10).json()
+    ml = label_studio.api("GET", f"/api/ml/{connected['ml']}").json()
+    assert ml["model_version"] == health["model_version"]
+
+
+def test_keypoint_then_rectangle_through_label_studio(
+    label_studio: LabelStudioServer, connected: dict[str, Any], function_server: LocalServer
+) -> None:
+    before = metrics(function_server)["encoder_calls"]
+
+    data = interactive(label_studio, connected, [keypoint(46.9, 50.0)])
+    assert len(data["result"]) == 1
+    assert_brush_region(data["result"][0])
+    assert isinstance(data["score"], float)
+    assert data["model_version"]
+
+    data = interactive(label_studio, connected, [rectangle(30, 30, 35, 40)])
+    assert len(data["result"]) == 1
+    assert_brush_region(data["result"][0])
+
+    # Both clicks are on the same image: one encoder pass, the second was decoder-only.
+    after = metrics(function_server)
+    assert after["encoder_calls"] - before == 1
+    assert after["decoder_calls"] >= 2
+    assert after["feature_cache"]["hits"] >= 1
