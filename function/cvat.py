@@ -25,6 +25,7 @@ from .engine import Engine
 from .errors import BadRequest, Unprocessable
 from .geometry import Box
 from .images import ImageCache, LoadedImage
+from .masks import components, tight_bounds
 from .pipeline import segment
 from .prompts import Prompt
 from .settings import Settings
@@ -176,7 +177,7 @@ class CvatInteractor:
 
 def render(mask: np.ndarray) -> dict[str, Any]:
     """(H, W) bool mask -> CVAT's reply: 0/255 int crop, inclusive bounds, outer polygon."""
-    bounds = _tight_bounds(mask)
+    bounds = tight_bounds(mask)
     if bounds is None:
         return empty_result()
     x0, y0, x1, y1 = bounds
@@ -189,15 +190,6 @@ def render(mask: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _tight_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Inclusive (xtl, ytl, xbr, ybr) of the set pixels, None when there are none."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
-
-
 def _largest_outer_contour(crop: np.ndarray, dx: int, dy: int, width: int, height: int) -> list[list[float]]:
     """Outer contour of the largest 8-connected component of `crop`, in image pixels.
 
@@ -205,7 +197,7 @@ def _largest_outer_contour(crop: np.ndarray, dx: int, dy: int, width: int, heigh
     too thin to have an area (a dot or a one-pixel line) gets the outline of its pixels
     instead, so there are always at least three points enclosing it.
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+    count, labels, stats = components(crop)
     largest = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
     component = (labels == largest).astype(np.uint8)
     contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -35,19 +35,26 @@ class PostprocessSpec:
         return self.mask_size_threshold <= 0 and not self.fill_holes and not self.dilate
 
 
-def _roi(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
-    """Bounding rows/cols of the mask's pixels grown by `pad` (within the image); None if empty."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+def tight_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Inclusive (x0, y0, x1, y1) of the set pixels; None when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def _roi(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
+    """Bounding rows/cols of the mask's pixels grown by `pad` (within the image); None if empty."""
+    bounds = tight_bounds(mask)
+    if bounds is None:
+        return None
+    x0, y0, x1, y1 = bounds
     h, w = mask.shape
-    return (
-        slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, h)),
-        slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, w)),
-    )
+    return slice(max(y0 - pad, 0), min(y1 + 1 + pad, h)), slice(max(x0 - pad, 0), min(x1 + 1 + pad, w))
 
 
-def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """(count incl. background, labels, stats) of 8-connected components."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     return n, labels, stats
@@ -60,7 +67,7 @@ def keep_large_components(mask: np.ndarray, threshold: float) -> np.ndarray:
     roi = _roi(mask, 0)
     if roi is None:
         return mask
-    n, labels, stats = _components(mask[roi])
+    n, labels, stats = components(mask[roi])
     if n <= 2:  # background + at most one blob
         return mask
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -124,7 +131,7 @@ def component_masks(mask: np.ndarray) -> list[tuple[np.ndarray, tuple[int, int]]
     roi = _roi(mask, 0)
     if roi is None:
         return []
-    n, labels, stats = _components(mask[roi])
+    n, labels, stats = components(mask[roi])
     oy, ox = roi[0].start, roi[1].start
     out = []
     for i in range(1, n):
