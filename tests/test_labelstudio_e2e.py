@@ -148,3 +148,45 @@ def test_keypoint_then_rectangle_through_label_studio(
     assert after["encoder_calls"] - before == 1
     assert after["decoder_calls"] >= 2
     assert after["feature_cache"]["hits"] >= 1
+
+
+def wait_for(condition: Any, timeout_s: float = 300.0) -> None:
+    """Poll until `condition()` holds (a CPU encode under a loaded CI machine can take a while)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the function"
+        time.sleep(0.2)
+
+
+def test_first_click_after_opening_a_task_is_answered_from_the_cache(
+    label_studio: LabelStudioServer, connected: dict[str, Any], function_server: LocalServer
+) -> None:
+    """Issue 8: opening a task makes Label Studio call /predict with context null; the function
+    encodes that image in the background, so the annotator's first click costs no encoder pass."""
+    # A new image (different content from the other tests') as a new task of the project.
+    pixels = sample_array()
+    pixels[pixels == 30] = 90
+    resp = label_studio.api(
+        "POST",
+        f"/api/projects/{connected['project']}/import",
+        files={"file": ("second.png", encode_image(pixels), "image/png")},
+    )
+    assert resp.status_code == 201, resp.text
+    tasks = label_studio.api("GET", f"/api/tasks?project={connected['project']}").json()["tasks"]
+    task = max(t["id"] for t in tasks)
+    before = metrics(function_server)
+
+    # What the browser does when the annotator opens the task.
+    resp = label_studio.api("GET", f"/api/tasks/{task}")
+    assert resp.status_code == 200, resp.text
+    wait_for(lambda: metrics(function_server)["prewarm"]["encoded"] > before["prewarm"]["encoded"])
+    opened = metrics(function_server)
+    assert opened["encoder_calls"] == before["encoder_calls"] + 1
+
+    data = interactive(label_studio, {**connected, "task": task}, [keypoint(46.9, 50.0)])
+    assert_brush_region(data["result"][0])
+    after = metrics(function_server)
+    assert after["encoder_calls"] == opened["encoder_calls"]  # the first click ran no encoder
+    assert after["feature_cache"]["hits"] == opened["feature_cache"]["hits"] + 1
