@@ -21,7 +21,7 @@ from .errors import BadRequest, HttpError, MethodNotAllowed, NotFound, Unauthori
 from .images import ImageCache
 from .prewarm import Activity, Prewarmer, build_prewarmer
 from .redact import Redactor
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,13 @@ class App:
         from .labelstudio.auth import LabelStudioAuth
         from .labelstudio.backend import LabelStudioBackend
         from .labelstudio.media import MediaFetcher
+        from .labelstudio.params import parse_options
         from .labelstudio.projects import ProjectStore
+
+        try:  # deployment defaults are checked at start, not on every /predict
+            parse_options(dict(settings.default_extra_params))
+        except HttpError as exc:
+            raise SettingsError("DEFAULT_EXTRA_PARAMS", exc.message) from None
 
         self.settings = settings
         self.engine = engine

@@ -285,3 +285,15 @@ def test_every_variable_read_is_known(tmp_path: Path) -> None:
 
     Settings.from_env(Spy(env(tmp_path)))
     assert seen <= set(KNOWN_ENV)
+
+
+def test_invalid_default_extra_params_fail_at_start_naming_the_variable(tmp_path: Path) -> None:
+    from function.app import Request
+
+    from .fakes import FakeModel
+    from .support import make_app
+
+    with pytest.raises(SettingsError, match=r"DEFAULT_EXTRA_PARAMS: .*patch_size"):
+        make_app(tmp_path, FakeModel(), default_extra_params={"subpatching": {"patch_size": True}})
+    app = make_app(tmp_path, FakeModel(), default_extra_params={"subpatching": {"patch_size": 512}})
+    assert app.handle(Request("GET", "/health")).status == 200
