@@ -45,7 +45,7 @@ class FakeModel:
         mask = np.zeros((h, w), bool)
         if prompt.box is not None:
             b = prompt.box
-            mask[int(round(b.y0)) : int(round(b.y1)), int(round(b.x0)) : int(round(b.x1))] = True
+            mask[round(b.y0) : round(b.y1), round(b.x0) : round(b.x1)] = True
         else:
             positive = prompt.points[prompt.labels == POSITIVE]
             if len(positive):
