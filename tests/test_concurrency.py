@@ -23,6 +23,7 @@ import numpy as np
 
 import handler
 from function.app import App
+from function.nuclio import NuclioLogHandler, configure_logging
 from function.server import LocalServer
 
 from .reliability_support import ImageIdModel, id_disc, rle_mask
@@ -32,12 +33,16 @@ THREADS, PER_THREAD, N_IMAGES = 16, 20, 40
 
 
 @contextmanager
-def running_server(app: App, max_body_bytes: int = 64 * 2**20) -> Iterator[str]:
-    """The local server on 127.0.0.1 (free port) serving `app` through handler.handler."""
+def running_server(app: App, max_body_bytes: int = 64 * 2**20, log_to_context: bool = False) -> Iterator[str]:
+    """The local server on 127.0.0.1 (free port) serving `app` through handler.handler.
+
+    `log_to_context`: route Python logging to the Nuclio logger (stderr) as init_context does."""
     logger = nuclio_sdk.Logger(logging.DEBUG, "sam2-nuclio-test")
     logger.set_handler("default", sys.stderr, nuclio_sdk.logger.HumanReadableFormatter())
     context = nuclio_sdk.Context(logger, worker_id=0, trigger=nuclio_sdk.TriggerInfo("http", "local"))
     context.user_data.app = app
+    if log_to_context:
+        configure_logging(app.settings, NuclioLogHandler(context.logger))
     server = LocalServer(("127.0.0.1", 0), handler, max_body_bytes=max_body_bytes, context=context)
     server.start_background()
     try:

@@ -59,9 +59,7 @@ def test_download_limit_lets_smaller_images_through(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ref", ["file://{path}", "{path}"], ids=["file-url", "absolute-path"])
-def test_local_files_are_refused_by_default_and_read_when_allowed(
-    tmp_path: Path, ref: str
-) -> None:
+def test_local_files_are_refused_by_default_and_read_when_allowed(tmp_path: Path, ref: str) -> None:
     image = tmp_path / "cat.png"
     image.write_bytes(PNG)
     value = ref.format(path=image)
