@@ -20,6 +20,7 @@ from typing import Any
 
 import nuclio_sdk
 import numpy as np
+import pytest
 
 import handler
 from function.app import App
@@ -157,3 +158,12 @@ def test_concurrent_first_clicks_on_one_image_encode_it_once(tmp_path: Path) -> 
             thread.join(timeout=60)
     assert results == [True] * 12
     assert model.encode_calls == 1
+
+
+def test_load_bench_runs_clean_on_a_small_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/load.py itself: every answer checked, exit status 0, a markdown table printed."""
+    from bench.load import main
+
+    assert main(["--requests", "120", "--clients", "4", "--warmup", "8", "--images", "6"]) == 0
+    table = capsys.readouterr().out
+    assert "| wrong answers | 0 |" in table and "| 5xx for valid requests | 0 |" in table
