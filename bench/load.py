@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invalid-share", type=float, default=0.3)
     parser.add_argument("--image-cache-mb", type=int, default=16)
     parser.add_argument("--feature-cache-mb", type=int, default=128)
-    parser.add_argument("--max-rss-growth-mb", type=float, default=150.0)
+    parser.add_argument(
+        "--max-rss-growth-mb",
+        type=float,
+        help="default: 150 + the image cache budget (+ the feature cache budget with --real)",
+    )
     parser.add_argument("--real", action="store_true", help="the real SAM2 model (MODEL_CHECKPOINT)")
     parser.add_argument("--warmup", type=int, default=100, help="uncounted requests before measuring")
     parser.add_argument("--seed", type=int, default=0)
@@ -267,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in wrong[:10]:
         print("wrong:", line, file=sys.stderr)
     growth = rss_after - rss_before
+    if args.max_rss_growth_mb is None:
+        args.max_rss_growth_mb = 150 + args.image_cache_mb + (args.feature_cache_mb if args.real else 0)
     ok = not wrong and valid_5xx == 0 and growth <= args.max_rss_growth_mb
     if growth > args.max_rss_growth_mb:
         print(f"RSS grew by {growth:.0f} MiB (limit {args.max_rss_growth_mb:.0f})", file=sys.stderr)
