@@ -40,6 +40,13 @@ class ImageHost:
         return [h["Authorization"] for _, h in self.requests if "Authorization" in h]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out and hang up are what these tests are about
+
+
 @contextmanager
 def image_host(routes: dict[str, Route] | None = None) -> Iterator[ImageHost]:
     host = ImageHost(dict(routes or {}))
@@ -79,8 +86,7 @@ def image_host(routes: dict[str, Route] | None = None) -> Iterator[ImageHost]:
             except OSError:
                 pass  # the client gave up: expected in the timeout and size tests
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = _QuietServer(("127.0.0.1", 0), Handler)
     host.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
