@@ -99,9 +99,13 @@ def test_parallel_clients_each_get_their_own_answer_and_caches_stay_bounded(tmp_
             pixels, mean = images[k]
             h, w = pixels.shape[:2]
             x_pct, y_pct = float(rng.uniform(5, 95)), float(rng.uniform(5, 95))
-            status, body = post_json(
-                f"{url}/predict", predict_body(uris[k], [keypoint(x_pct, y_pct)], task_id=t * 1000 + j)
-            )
+            try:
+                status, body = post_json(
+                    f"{url}/predict", predict_body(uris[k], [keypoint(x_pct, y_pct)], task_id=t * 1000 + j)
+                )
+            except OSError as exc:
+                failures.append(f"thread {t} request {j}: {exc!r}")
+                continue
             if status != 200:
                 failures.append(f"thread {t} request {j}: HTTP {status} {body}")
                 continue
