@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from function.app import App  # noqa: E402
 from function.settings import Settings  # noqa: E402
-from tests.reliability_support import ImageIdModel, id_disc, rle_mask  # noqa: E402
+from tests.reliability_support import ImageIdModel, id_disc, rle_mask, stop_background_work  # noqa: E402
 from tests.support import data_uri, encode_image, keypoint, predict_body, sample_array  # noqa: E402
 from tests.test_concurrency import running_server  # noqa: E402
 
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - started
             stop.set()
             sampler.join()
+        stop_background_work(app)
         for chunk in per_client:
             outcomes += chunk
         rss_after, rss_peak = rss_mb(), rss_mb("VmHWM")

@@ -74,3 +74,11 @@ class ImageIdModel(FakeModel):
             return Segmentation(np.zeros((h, w), bool), 0.0)
         cx, cy = positive[0]
         return Segmentation(id_disc(w, h, cx, cy, float(features.image_embed)), 0.9)
+
+
+def stop_background_work(app: App) -> None:
+    """Stop the app's prewarm worker if this build has one, so no thread outlives the test
+    (tests elsewhere check that a prewarm-off app starts no prewarm thread)."""
+    prewarmer = getattr(app, "prewarmer", None)
+    if prewarmer is not None:
+        prewarmer.close()

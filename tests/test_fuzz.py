@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import nuclio_sdk
@@ -21,7 +22,7 @@ from function.app import ROUTES, App, Reply, Request
 from function.server import make_event
 
 from .fakes import FakeModel
-from .reliability_support import SMALL_URI, assert_still_serves
+from .reliability_support import SMALL_URI, assert_still_serves, stop_background_work
 from .support import LABEL_CONFIG, make_app
 
 # CI budget; FUZZ_EXAMPLES=2000 for a deeper run (the structured tests get 3/4 of it).
@@ -54,8 +55,10 @@ methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> App:
-    return make_app(tmp_path_factory.mktemp("fuzz"), FakeModel(radius=4), max_image_pixels=1_000_000)
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    app = make_app(tmp_path_factory.mktemp("fuzz"), FakeModel(radius=4), max_image_pixels=1_000_000)
+    yield app
+    stop_background_work(app)
 
 
 @pytest.fixture(scope="module")
