@@ -177,16 +177,18 @@ class Engine:
         """Segment `prompt` (pixels of the source image). Returns (segmentation, cache hit)."""
         features, cached = self.features(source)
         self.stats.decoder_calls += 1
-        return self._with_oom_retry(lambda: self.model.decode(features, prompt)), cached
+        # Decoding holds this image's features anyway: dropping them (the most recently
+        # used entry) would free nothing now and cost a re-encode on the next click.
+        return self._with_oom_retry(lambda: self.model.decode(features, prompt), keep=1), cached
 
-    def _with_oom_retry(self, step: Callable[[], Any]) -> Any:
+    def _with_oom_retry(self, step: Callable[[], Any], keep: int = 0) -> Any:
         try:
             return step()
         except Exception as exc:
             if not _is_out_of_memory(exc):
                 raise
             log.warning("GPU out of memory: trimming the feature cache and retrying once")
-            self.cache.trim(keep=0)
+            self.cache.trim(keep=keep)
             self.model.free_memory()
             try:
                 return step()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import Any
 
 # Credentials in headers and URLs, whatever their value.
 _PATTERNS = (
@@ -41,8 +42,25 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_plain_record_factory = logging.getLogRecordFactory()
+
+
+def _redact_at_creation(redactor: Redactor) -> None:
+    """Redact every record as it is made, so no handler (a library's DEBUG line with a token
+    in its URL, a handler someone adds later) ever sees the raw text."""
+    redacting = RedactingFilter(redactor)
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = _plain_record_factory(*args, **kwargs)
+        redacting.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
 def install(redactor: Redactor, level: str, handler: logging.Handler | None = None) -> None:
     """Route the package's logs through `handler` (stderr by default), redacted."""
+    _redact_at_creation(redactor)
     root = logging.getLogger()
     root.setLevel(level)
     if handler is None:

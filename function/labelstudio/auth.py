@@ -106,7 +106,9 @@ class LabelStudioAuth:
         try:
             access = resp.json()["access"]
         except (ValueError, KeyError, TypeError):
-            raise BadGateway("Label Studio token refresh returned no access token") from None
+            access = None
+        if not isinstance(access, str) or not access:
+            raise BadGateway("Label Studio token refresh returned no access token")
         self.refresh_count += 1
         exp = (jwt_claims(access) or {}).get("exp")
         now = self._clock()

@@ -106,8 +106,8 @@ def parse_regions(result: Any) -> PromptRegions:
             h = _number(value.get("height"), f"context.result[{i}].value.height")
             rotation = _number(value.get("rotation", 0) or 0, f"context.result[{i}].value.rotation")
             if rotation % 360:
-                W = int(region.get("original_width") or 100)
-                H = int(region.get("original_height") or 100)
+                W = int(_number(region.get("original_width") or 100, f"context.result[{i}].original_width"))
+                H = int(_number(region.get("original_height") or 100, f"context.result[{i}].original_height"))
                 box = _rotated_bounds(x, y, w, h, rotation, max(W, 1), max(H, 1))
             else:
                 box = (x, y, x + w, y + h)

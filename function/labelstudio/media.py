@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 import requests
+import urllib3
 
 from ..errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge, Unprocessable
 from ..images import ImageCache, LoadedImage
@@ -37,7 +39,8 @@ def decode_data_uri(value: str) -> bytes:
     if ";base64" not in head:
         return unquote(payload).encode("latin-1")
     try:
-        return base64.b64decode(payload, validate=False)
+        # Strict: garbage is a 400, not silently skipped into an empty "image" (line breaks ok).
+        return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("data: URI is not valid base64") from None
 
@@ -183,15 +186,23 @@ class MediaFetcher:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > limit:
                 raise PayloadTooLarge(f"image is larger than the {limit // 2**20} MiB download limit")
+            # DOWNLOAD_TIMEOUT_S bounds each read and also the whole body: a host trickling
+            # bytes would otherwise hold the worker for as long as it likes. read1 returns
+            # what has arrived, so the deadline is checked at least once per read timeout.
+            deadline = time.monotonic() + self.settings.download_timeout_s
             chunks, total = [], 0
             try:
-                for chunk in resp.iter_content(1 << 16):
+                while chunk := resp.raw.read1(1 << 16, decode_content=True):
                     total += len(chunk)
                     if total > limit:
                         raise PayloadTooLarge(f"image is larger than the {limit // 2**20} MiB download limit")
                     chunks.append(chunk)
-            except requests.Timeout:
+                    if time.monotonic() > deadline:
+                        raise GatewayTimeout(
+                            f"image download from {host} took over {self.settings.download_timeout_s:g} s"
+                        )
+            except (requests.Timeout, urllib3.exceptions.TimeoutError):
                 raise GatewayTimeout(f"image host {host} timed out") from None
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise BadGateway(f"image download from {host} broke off ({type(exc).__name__})") from None
             return b"".join(chunks)
