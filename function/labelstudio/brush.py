@@ -42,7 +42,7 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
     if n == 0:
         return _pack(header_codes, header_widths)
     starts = run_starts(flat)
-    run_lengths = np.diff(np.append(starts, n)) * 4  # every pixel is 4 values: runs are >= 4
+    run_lengths: np.ndarray = np.diff(np.append(starts, n)) * 4  # every pixel is 4 values: runs are >= 4
     values = flat[starts].astype(_U64) * _U64(scale)
     cls = np.searchsorted(_CLASS_LIMITS, run_lengths, side="left")
     # Runs over 65536 emit (len - 1) // 65536 full pieces, then the remainder, all class 3.
