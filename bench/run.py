@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         plans = (
             [clicks.ClickPlan(1024, 768, 1, 8, 3), clicks.ClickPlan(4000, 3000, 1, 4, 1)]
             if args.quick
-            else [clicks.ClickPlan(1024, 768, 3, 20, 20), clicks.ClickPlan(4000, 3000, 3, 20, 20)]
+            else [clicks.ClickPlan(1024, 768, 3, 20, 10), clicks.ClickPlan(4000, 3000, 3, 20, 10)]
         )
         for seed, plan in enumerate(plans):
             t = time.perf_counter()
