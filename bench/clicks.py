@@ -45,7 +45,8 @@ def synthetic_jpeg(width: int, height: int, seed: int) -> bytes:
         axes = (int(rng.integers(width // 20, width // 6)), int(rng.integers(height // 20, height // 6)))
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         cv2.ellipse(img, center, axes, float(rng.integers(0, 180)), 0, 360, color, -1)
-    img = cv2.add(img, rng.integers(0, 12, img.shape, dtype=np.uint8))
+    noise = rng.integers(0, 12, img.shape, dtype=np.uint8)
+    img = np.minimum(img.astype(np.uint16) + noise, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return buf.tobytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from functools import partial
 from typing import Any
 
 import cv2
@@ -56,8 +57,8 @@ def rle_rows(quick: bool) -> list[Row]:
         cases.append(("2% speckled", speckled(cases[0][1], 0.02)))
     rows = []
     for label, mask in cases:
-        ours_ms, ours = time_ms(lambda m=mask: mask_to_rle(m), 3 if quick else 10)
-        sdk_ms, sdk = time_ms(lambda m=mask: mask2rle(m), 2 if quick else 3)
+        ours_ms, ours = time_ms(partial(mask_to_rle, mask), 3 if quick else 10)
+        sdk_ms, sdk = time_ms(partial(mask2rle, mask), 2 if quick else 3)
         assert ours == sdk, f"brush RLE differs from the SDK on the {label} mask"
         rows.append(
             Row(f"brush RLE {w}x{h}, {label} mask vs SDK mask2rle", ours_ms, sdk_ms, "ms", "identical bytes")
@@ -77,9 +78,9 @@ def upsample_rows(model: Any, quick: bool) -> list[Row]:
     try:
         for w, h in ((1024, 768), BIG):
             model.upsample_with = "cv2"
-            ours_ms, ours = time_ms(lambda w=w, h=h: model.upsample(logits, (h, w)), 3 if quick else 10)
+            ours_ms, ours = time_ms(partial(model.upsample, logits, (h, w)), 3 if quick else 10)
             model.upsample_with = "torch"
-            torch_ms, ref = time_ms(lambda w=w, h=h: model.upsample(logits, (h, w)), 3 if quick else 10)
+            torch_ms, ref = time_ms(partial(model.upsample, logits, (h, w)), 3 if quick else 10)
             differ = int(np.count_nonzero(ours != ref))
             note = f"{differ} of {ours.size} pixels differ"
             rows.append(Row(f"upsample kept mask to {w}x{h}, cv2 vs torch", ours_ms, torch_ms, "ms", note))
@@ -128,7 +129,7 @@ def _cropped_reply(mask: np.ndarray) -> dict[str, Any]:
     except AttributeError:
         render = None
     if render is not None:
-        return render(mask)  # type: ignore[no-any-return]
+        return dict(render(mask))
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
     crop = mask[y0 : y1 + 1, x0 : x1 + 1]

@@ -12,6 +12,7 @@ times are those of real weights (the masks mean nothing).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -63,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.startup_child:
         from bench.startup_case import child_main
 
-        child_main(*args.startup_child, args.device, args.compile, args.workdir)
+        config, checkpoint = args.startup_child
+        child_main(config, checkpoint, args.device, args.compile, args.workdir)
         return 0
 
     from bench import clicks, mask_cases, startup_case
-    from bench.common import Row, markdown, model_files
+    from bench.common import Row, markdown, model_files, row_from_json
     from function.engine import Sam2Model
     from function.settings import Settings
 
@@ -120,16 +122,19 @@ def main(argv: list[str] | None = None) -> int:
             rows += startup_case.startup_rows(size, result)
         section("startup", t)
 
-        try:
-            from bench import prewarm_case  # written for another issue; optional here
+        failed = False
+        try:  # bench/prewarm_case.py is written for another issue; optional here
+            prewarm_case = importlib.import_module("bench.prewarm_case")
         except ImportError:
-            prewarm_case = None  # type: ignore[assignment]
+            prewarm_case = None
         if prewarm_case is not None:
             t = time.perf_counter()
-            rows += [
-                Row(r["name"], r.get("ours"), r.get("baseline"), r.get("unit", ""))
-                for r in prewarm_case.run(args.quick, args.device, args.model)
-            ]
+            try:
+                found = prewarm_case.run(args.quick, args.device, args.model)
+                rows += [row_from_json(r) for r in found]
+            except Exception as exc:  # report it, keep the other tables
+                failed = True
+                print(f"prewarm case failed: {exc!r}", file=sys.stderr)
             section("prewarm", t)
 
         profile = ""
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         for r in rows:
             print(json.dumps(r.as_json()))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def test_cv2_upsampling_matches_sam2_postprocess(sam2_model: Any) -> None:
     logits = torch.nn.functional.interpolate(coarse, (256, 256), mode="bicubic", align_corners=False)
     chosen = sam2_model.upsample_with
     try:
-        for hw in ((768, 1024), (333, 517), (3000, 4000)):
+        for hw in ((768, 1024), (333, 517), (100, 150), (3000, 4000)):
             sam2_model.upsample_with = "torch"
             reference = sam2_model.upsample(logits, hw)
             sam2_model.upsample_with = "cv2"
