@@ -51,7 +51,7 @@ def brush_region(
     mask: np.ndarray, score: float, control: Control, to_name: str, label: str | None
 ) -> dict[str, Any]:
     """One brush region whose RLE covers exactly the mask's W x H pixels."""
-    value: dict[str, Any] = {"format": "rle", "rle": mask_to_rle(mask.astype(np.uint8) * 255)}
+    value: dict[str, Any] = {"format": "rle", "rle": mask_to_rle(mask.astype(bool, copy=False))}
     return _region(value, mask.shape, score, control, to_name, label)
 
 
