@@ -7,13 +7,19 @@ from typing import Any
 
 from function.app import App, Request
 from function.nuclio import NuclioLogHandler, configure_logging
-from function.settings import Settings
+from function.settings import Settings, SettingsError
+from function.startup import CheckpointMissing
 
 
 def init_context(context: Any) -> None:
-    settings = Settings.from_env(os.environ)
-    configure_logging(settings, NuclioLogHandler(context.logger))
-    context.user_data.app = App.create(settings)
+    try:
+        settings = Settings.from_env(os.environ)
+        configure_logging(settings, NuclioLogHandler(context.logger))
+        context.user_data.app = App.create(settings)
+    except (SettingsError, CheckpointMissing) as exc:
+        # The worker cannot start: say why in one line before Nuclio restarts it.
+        context.logger.error(f"sam2-nuclio cannot start: {exc}")
+        raise
 
 
 def handler(context: Any, event: Any) -> Any:

@@ -220,3 +220,19 @@ def test_basic_auth(tmp_path: Path) -> None:
     assert call(p, "POST", "/setup", {}, {**JSON, "Authorization": f"Basic {good}"})[0] == 200
     assert call(p, "POST", "/setup", {}, JSON)[0] == 401
     assert call(p, "GET", "/live") == (200, {"status": "live"})  # liveness stays open
+
+
+def test_init_context_without_a_checkpoint_logs_one_clear_line_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unittest.mock import MagicMock
+
+    from function.startup import CheckpointMissing
+
+    monkeypatch.setenv("MODEL_CHECKPOINT", str(tmp_path / "sam2.1_hiera_tiny.pt"))
+    logger = MagicMock()
+    context = nuclio_sdk.Context(logger, worker_id=0)
+    with pytest.raises(CheckpointMissing):
+        handler.init_context(context)
+    (line,), _ = logger.error.call_args
+    assert "cannot start" in line and "download-checkpoint tiny" in line
