@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .support import running
+
 
 @dataclass
 class Route:
@@ -86,13 +88,8 @@ def image_host(routes: dict[str, Route] | None = None) -> Iterator[ImageHost]:
             except OSError:
                 pass  # the client gave up: expected in the timeout and size tests
 
-    server = _QuietServer(("127.0.0.1", 0), Handler)
-    host.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield host
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+    with running(_QuietServer(("127.0.0.1", 0), Handler)) as host.url:
+        try:
+            yield host
+        finally:
+            stop.set()  # end trickling responses before the server shuts down

@@ -17,6 +17,8 @@ from function.server import LocalServer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # handler.py lives at the root
 import handler
 
+from .support import running
+
 
 @contextmanager
 def serve_app(app: App) -> Iterator[LocalServer]:
@@ -24,9 +26,5 @@ def serve_app(app: App) -> Iterator[LocalServer]:
     context = nuclio_sdk.Context(nuclio_sdk.Logger(logging.WARNING, "test"), worker_id=0)
     context.user_data.app = app
     server = LocalServer(("127.0.0.1", 0), handler, context=context, static_routes=demo_routes())
-    server.start_background()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

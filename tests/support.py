@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,17 @@ def predict_body(
     }
 
 
+@contextmanager
+def running(server: HTTPServer) -> Iterator[str]:
+    """Serve `server` (bound to 127.0.0.1) from a daemon thread; yields its base URL."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # -- a fake Label Studio -----------------------------------------------------------------
 
 
@@ -187,12 +198,5 @@ def fake_label_studio(ls: FakeLabelStudio | None = None) -> Iterator[FakeLabelSt
                 return self._reply(200, json.dumps({"access": ls.issue_access()}).encode())
             self._reply(404, b"{}")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ls.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as ls.url:
         yield ls
-    finally:
-        server.shutdown()
-        server.server_close()

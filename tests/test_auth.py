@@ -29,6 +29,7 @@ from .support import (
     make_app,
     make_settings,
     predict_body,
+    running,
     sample_array,
 )
 
@@ -196,13 +197,8 @@ def http_server(routes: dict[str, Route]) -> Iterator[tuple[str, list[tuple[str,
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield url, seen
 
 
 def png(_: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

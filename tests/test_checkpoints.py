@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 from function.checkpoints import CHECKPOINTS, Checkpoint, DownloadError, download, sha256_of
 from function.settings import Settings
 from function.startup import CheckpointMissing, require_checkpoint
+
+from .support import running
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = os.urandom(3 * 2**20 + 17)  # more than one read block
@@ -39,13 +40,8 @@ def file_server() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(PAYLOAD)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield url
 
 
 def checkpoint(sha256: str) -> Checkpoint:

@@ -28,7 +28,7 @@ from function.nuclio import NuclioLogHandler, configure_logging
 from function.server import LocalServer
 
 from .reliability_support import ImageIdModel, id_disc, rle_mask
-from .support import data_uri, encode_image, keypoint, make_app, predict_body
+from .support import data_uri, encode_image, keypoint, make_app, predict_body, running
 
 THREADS, PER_THREAD, N_IMAGES = 16, 20, 40
 
@@ -45,12 +45,8 @@ def running_server(app: App, max_body_bytes: int = 64 * 2**20, log_to_context: b
     if log_to_context:
         configure_logging(app.settings, NuclioLogHandler(context.logger))
     server = LocalServer(("127.0.0.1", 0), handler, max_body_bytes=max_body_bytes, context=context)
-    server.start_background()
-    try:
+    with running(server):
         yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def post_json(url: str, body: Any, timeout: float = 30.0) -> tuple[int, Any]:

@@ -22,7 +22,7 @@ from function.server import LocalServer
 
 from .cvat_support import H, W, body, full_frame, interact
 from .fakes import FakeModel
-from .support import encode_image, make_app, sample_array
+from .support import encode_image, make_app, running, sample_array
 
 
 @pytest.fixture
@@ -34,12 +34,8 @@ def app(tmp_path: Path, fake_model: FakeModel) -> App:
 def server(app: App) -> Iterator[LocalServer]:
     context = handler_context(app)
     srv = LocalServer(("127.0.0.1", 0), handler, context=context)
-    srv.start_background()
-    try:
+    with running(srv):
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def handler_context(app: App) -> Any:

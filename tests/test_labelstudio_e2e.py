@@ -24,7 +24,7 @@ from label_studio_sdk.converter import brush
 from function.server import LocalServer
 
 from .lsfixture import LabelStudioServer
-from .support import LABEL_CONFIG, encode_image, keypoint, rectangle, sample_array
+from .support import LABEL_CONFIG, encode_image, keypoint, rectangle, running, sample_array
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.sam2]
 
@@ -51,12 +51,8 @@ def function_server(
             mp.setenv(key, value)
         handler_module = importlib.import_module("handler")
         server = LocalServer(("127.0.0.1", 0), handler_module)
-    server.start_background()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")

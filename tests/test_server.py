@@ -20,7 +20,7 @@ import handler
 from function.server import LocalServer, canonical_header, make_event
 
 from .fakes import FakeModel
-from .support import data_uri, encode_image, keypoint, make_app, predict_body, sample_array
+from .support import data_uri, encode_image, keypoint, make_app, predict_body, running, sample_array
 
 
 class Spy:
@@ -55,12 +55,8 @@ def spy() -> Spy:
 @pytest.fixture
 def server(tmp_path: Path, model: FakeModel, spy: Spy) -> Iterator[LocalServer]:
     s = LocalServer(("127.0.0.1", 0), spy.module, context=fake_context(tmp_path, model), max_body_bytes=2**20)
-    s.start_background()
-    try:
+    with running(s):
         yield s
-    finally:
-        s.shutdown()
-        s.server_close()
 
 
 def test_canonical_header() -> None:
