@@ -59,14 +59,15 @@ def _redact_at_creation(redactor: Redactor) -> None:
 
 
 def install(redactor: Redactor, level: str, handler: logging.Handler | None = None) -> None:
-    """Route the package's logs through `handler` (stderr by default), redacted."""
+    """Route the package's logs through `handler` (stderr by default), redacted.
+
+    Redaction happens once, when a record is created, so the handler needs no filter."""
     _redact_at_creation(redactor)
     root = logging.getLogger()
     root.setLevel(level)
     if handler is None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(redactor))
     for old in [h for h in root.handlers if getattr(h, "_sam2_nuclio", False)]:
         root.removeHandler(old)
     handler._sam2_nuclio = True  # type: ignore[attr-defined]
