@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from function.app import App, Request
+from function.core.detector import DetectorMissing
 from function.nuclio import NuclioLogHandler, configure_logging
 from function.settings import Settings, SettingsError
 from function.startup import CheckpointMissing
@@ -16,7 +17,7 @@ def init_context(context: Any) -> None:
         settings = Settings.from_env(os.environ)
         configure_logging(settings, NuclioLogHandler(context.logger))
         context.user_data.app = App.create(settings)
-    except (SettingsError, CheckpointMissing) as exc:
+    except (SettingsError, CheckpointMissing, DetectorMissing) as exc:
         # The worker cannot start: say why in one line before Nuclio restarts it.
         context.logger.error(f"sam2-nuclio cannot start: {exc}")
         raise

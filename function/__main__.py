@@ -67,6 +67,21 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_detector(args: argparse.Namespace) -> int:
+    from .core.detector import DetectorDownloadError, download_detector
+
+    target = Path(args.dir or os.environ.get("DETECTOR_MODEL") or Path.home() / ".cache/sam2-nuclio/detector")
+    print(f"downloading {args.repo} into {target} ...", file=sys.stderr)
+    try:
+        path = download_detector(args.repo, target, args.revision)
+    except DetectorDownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    print(f"enable text prompts with DETECTOR_MODEL={path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m function", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     dl.add_argument("--url", help="download from this mirror instead of Meta's URL")
     dl.set_defaults(run=_download)
+
+    from .core.detector import DEFAULT_REPO
+
+    det = sub.add_parser("download-detector", help="fetch the text-prompt detector (Grounding DINO-T)")
+    det.add_argument("--repo", default=DEFAULT_REPO, help=f"Hugging Face repository (default {DEFAULT_REPO})")
+    det.add_argument("--revision", help="a branch, tag or commit of the repository")
+    det.add_argument("--dir", help="target folder (default: DETECTOR_MODEL or ~/.cache/sam2-nuclio/detector)")
+    det.set_defaults(run=_download_detector)
 
     from .probe_cli import add_parser as add_probe_parser
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .core.detector import Detector
+from .core.text_segment import TextSegmenter
 from .engine import Engine, FeatureCache, SegmentationModel
 from .errors import BadRequest, HttpError, MethodNotAllowed, NotFound, Unauthorized
 from .images import ImageCache
@@ -102,6 +104,7 @@ class App:
         engine: Engine,
         images: ImageCache,
         model_info: dict[str, Any],
+        detector: Detector | None = None,
     ) -> None:
         from .cvat import CvatInteractor
         from .labelstudio.auth import LabelStudioAuth
@@ -132,7 +135,8 @@ class App:
         )
         media = MediaFetcher(settings, images, auth)
         store = ProjectStore(settings.project_store_dir)
-        self.labelstudio = LabelStudioBackend(settings, engine, images, media, store, model_info)
+        self.text = TextSegmenter(engine, detector, images) if detector is not None else None
+        self.labelstudio = LabelStudioBackend(settings, engine, images, media, store, model_info, self.text)
         self.cvat = CvatInteractor(settings, engine, images)
         self.activity = Activity()  # clicks in progress; prewarm waits for them
         self.prewarmer: Prewarmer | None = None
@@ -161,8 +165,10 @@ class App:
         }
 
     @classmethod
-    def create(cls, settings: Settings, model: SegmentationModel | None = None) -> App:
-        """Load SAM2 (unless a model is given) and wire everything once per process."""
+    def create(
+        cls, settings: Settings, model: SegmentationModel | None = None, detector: Detector | None = None
+    ) -> App:
+        """Load SAM2 and the detector, if configured (unless given), and wire everything once per process."""
         if model is None:
             from .engine import Sam2Model
             from .startup import require_checkpoint
@@ -172,12 +178,17 @@ class App:
             if settings.warmup:
                 sam2.warm_up()
             model = sam2
+        if detector is None and settings.detector_model is not None:
+            from .core.detector import TransformersDetector
+
+            detector = TransformersDetector.load(settings.detector_model, model.device)
         engine = Engine(model, FeatureCache(settings.feature_cache_bytes))
         info = {
             "model_config": settings.model_config,
             "device": model.device,
+            "detector": detector.name if detector is not None else None,
         }
-        return cls(settings, engine, ImageCache(settings.image_cache_bytes), info)
+        return cls(settings, engine, ImageCache(settings.image_cache_bytes), info, detector)
 
     def metrics(self) -> dict[str, Any]:
         cache = self.engine.cache
@@ -191,6 +202,7 @@ class App:
             },
             "encoder_calls": self.engine.stats.encoder_calls,
             "decoder_calls": self.engine.stats.decoder_calls,
+            "detector_calls": self.text.detector_calls if self.text is not None else 0,
             "image_cache_bytes": self.images.nbytes,
             "prewarm": self.prewarmer.metrics() if self.prewarmer else {"enabled": False},
         }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class HttpError(Exception):
     status = 500
@@ -53,3 +56,17 @@ class ServiceUnavailable(HttpError):
 
 class GatewayTimeout(HttpError):
     status = 504
+
+
+@contextlib.contextmanager
+def text_prompt_errors(field: str) -> Iterator[None]:
+    """Text prompt problems (core's `TextPromptError`, `DetectorNotConfigured`) -> 422 naming
+    the request `field` they came from."""
+    from .core.detector import DetectorNotConfigured, TextPromptError
+
+    try:
+        yield
+    except TextPromptError as exc:
+        raise Unprocessable(f"{field}: {exc.message}") from None
+    except DetectorNotConfigured as exc:
+        raise Unprocessable(f"{field}: {exc.message}") from None

@@ -54,6 +54,11 @@ KNOWN_ENV = (
     "PREWARM",
     "PREWARM_MAX_TASKS",
     "PREWARM_QUEUE_SIZE",
+    "DETECTOR_MODEL",
+    "DETECTOR_BOX_THRESHOLD",
+    "DETECTOR_TEXT_THRESHOLD",
+    "DETECTOR_PHRASES",
+    "PREDICT_BUDGET_S",
     *LEGACY_IGNORED,
 )
 
@@ -104,6 +109,11 @@ class Settings:
     prewarm: bool = True
     prewarm_max_tasks: int = 1
     prewarm_queue_size: int = 8
+    detector_model: Path | None = None  # text prompts are off without it
+    detector_box_threshold: float = 0.3
+    detector_text_threshold: float = 0.25
+    detector_phrases: str = ""  # the CVAT detector's fixed vocabulary, "car. person."
+    predict_budget_s: float = 60.0  # a batch /predict that would take longer answers one task
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -202,6 +212,11 @@ class Settings:
             prewarm=r.flag("PREWARM", True),
             prewarm_max_tasks=r.integer("PREWARM_MAX_TASKS", 1, minimum=0),
             prewarm_queue_size=r.integer("PREWARM_QUEUE_SIZE", 8, minimum=1),
+            detector_model=r.path("DETECTOR_MODEL"),
+            detector_box_threshold=r.fraction("DETECTOR_BOX_THRESHOLD", 0.3),
+            detector_text_threshold=r.fraction("DETECTOR_TEXT_THRESHOLD", 0.25),
+            detector_phrases=r.text("DETECTOR_PHRASES"),
+            predict_budget_s=r.number("PREDICT_BUDGET_S", 60.0),
         )
 
 
@@ -270,6 +285,18 @@ class _Reader:
             raise SettingsError(name, f"must be an integer, got {value!r}") from None
         if number < minimum:
             raise SettingsError(name, f"must be >= {minimum}, got {number}")
+        return number
+
+    def fraction(self, name: str, default: float) -> float:
+        value = self.text(name)
+        if not value:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, f"must be a number between 0 and 1, got {value!r}") from None
+        if not 0.0 <= number <= 1.0:
+            raise SettingsError(name, f"must be between 0 and 1, got {value!r}")
         return number
 
     def number(self, name: str, default: float) -> float:

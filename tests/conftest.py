@@ -60,3 +60,19 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
         pytest.skip(reason)
     with start_label_studio(tmp_path_factory.mktemp("label-studio")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Grounding DINO directory, as `download-detector` would leave one."""
+    from .detector_support import build_tiny_detector
+
+    return build_tiny_detector(tmp_path_factory.mktemp("detector") / "grounding-dino-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tiny_detector_dir: Path):  # type: ignore[no-untyped-def]
+    """Loaded through the production path."""
+    from function.core.detector import TransformersDetector
+
+    return TransformersDetector.load(tiny_detector_dir, "cpu")

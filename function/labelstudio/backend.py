@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from ..core.detector import Thresholds
+from ..core.text_segment import TextSegmenter
 from ..engine import EncoderInput, Engine
-from ..errors import BadRequest, Unprocessable
+from ..errors import BadRequest, HttpError, Unprocessable
 from ..images import ImageCache, LoadedImage
 from ..pipeline import encoder_input, full_frame_view, segment
 from ..settings import Settings
@@ -17,6 +20,7 @@ from .media import MediaFetcher
 from .params import Options, decode_extra_params, parse_options
 from .projects import ProjectState, ProjectStore, project_id
 from .results import mask_regions
+from .text import TextPredictor, TextRequest, find_text_request
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ class LabelStudioBackend:
         media: MediaFetcher,
         store: ProjectStore,
         model_info: dict[str, Any],
+        text: TextSegmenter | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -41,6 +46,8 @@ class LabelStudioBackend:
         self.model_info = model_info
         self.version = settings.resolved_version
         self.on_task_open: TaskOpenHook | None = None
+        defaults = Thresholds(settings.detector_box_threshold, settings.detector_text_threshold)
+        self.text = TextPredictor(text, defaults, self._output_control, self.version)
 
     # -- cheap routes -------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -83,6 +90,13 @@ class LabelStudioBackend:
         context = params.get("context")
         pid = project_id(body.get("project"))
         if context is None:
+            stored = self.store.get(pid)
+            options = self._options(stored)
+            default = options.text_prompt.default
+            if default is not None:  # the project pre-annotates with its default prompt
+                request = TextRequest(default, "extra_params.text_prompt.default")
+                config = self._label_config(body.get("label_config"), stored)
+                return self._text_batch(tasks, request, config, options)
             # Task open, test or batch retrieve: answer at once, never touch the image.
             if self.on_task_open is not None:
                 self.on_task_open(tasks, pid)
@@ -95,7 +109,46 @@ class LabelStudioBackend:
         stored = self.store.get(pid)
         config = self._label_config(body.get("label_config"), stored)
         options = self._options(stored)
+        text = find_text_request(context.get("result"), config) if regions.is_empty else None
+        if text is not None:
+            self.text.check(text)
+            return {"results": [self._text_task(t, text, config, options) for t in tasks]}
         return {"results": [self._predict_task(t, regions, config, options) for t in tasks]}
+
+    def _text_task(
+        self, task: dict[str, Any], request: TextRequest, config: LabelConfig | None, options: Options
+    ) -> dict[str, Any]:
+        to_name = request.to_name or first_image_name(config)
+        value, task_id = task_image(task, config, to_name)
+        return self.text.predict(request, self.media.load(value, task_id), to_name, config, options)
+
+    def _text_batch(
+        self, tasks: list[dict[str, Any]], request: TextRequest, config: LabelConfig | None, options: Options
+    ) -> dict[str, Any]:
+        """Every task when the batch fits the time budget; else only the first one, which makes
+        Label Studio ask again one task per call (text-prompts spec, section 1). Work already
+        done is not lost: features and detections stay cached for those calls."""
+        self.text.check(request)
+        started = time.monotonic()
+        results = []
+        for i, task in enumerate(tasks):
+            try:
+                results.append(self._text_task(task, request, config, options))
+            except HttpError as exc:
+                if len(tasks) == 1:
+                    raise
+                log.warning("batch text prompt: task %s answered empty: %s", task.get("id"), exc.message)
+                results.append(self._empty())
+            projected = (time.monotonic() - started) / (i + 1) * len(tasks)
+            if i + 1 < len(tasks) and projected > self.settings.predict_budget_s:
+                log.info(
+                    "batch of %d tasks would take ~%.0f s (budget %.0f s): answering the first task only",
+                    len(tasks),
+                    projected,
+                    self.settings.predict_budget_s,
+                )
+                return {"results": results[:1]}
+        return {"results": results}
 
     def _empty(self) -> dict[str, Any]:
         return {"result": [], "score": 0.0, "model_version": self.version}

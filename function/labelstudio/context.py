@@ -12,6 +12,7 @@ from ..prompts import Prompt
 
 _POINT_TYPES = ("keypointlabels", "keypoint")
 _BOX_TYPES = ("rectanglelabels", "rectangle")
+TEXT_TYPES = ("textarea", "number")  # a text prompt and its thresholds: see text.py
 _TRUE = (True, 1, "1", "true", "True", "TRUE")
 _FALSE = (False, 0, "0", "false", "False", "FALSE")
 
@@ -91,6 +92,8 @@ def parse_regions(result: Any) -> PromptRegions:
             raise Unprocessable(f"context.result[{i}] must be an object")
         kind = str(region.get("type", "")).lower()
         value = region.get("value")
+        if kind in TEXT_TYPES:
+            continue
         if kind not in _POINT_TYPES + _BOX_TYPES:
             raise Unprocessable(
                 f"context.result[{i}].type {region.get('type')!r} is not a keypoint or rectangle prompt"

@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import ImageColor
 
+from ..core.detector import TextPrompt, TextPromptError
 from ..errors import BadRequest
 from ..geometry import PatchMode, PatchSpec, ResizeSpec
 from ..masks import PostprocessSpec
@@ -39,11 +40,22 @@ class ReturnFormat:
 
 
 @dataclass(frozen=True)
+class TextPromptOptions:
+    """`extra_params.text_prompt`: the project's default prompt (batch pre-annotation) and
+    thresholds (None: the deployment's defaults)."""
+
+    default: TextPrompt | None = None
+    box_threshold: float | None = None
+    text_threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class Options:
     return_format: ReturnFormat = field(default_factory=ReturnFormat)
     fullframe_resize: ResizeSpec | None = None
     subpatching: PatchSpec | None = None
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    text_prompt: TextPromptOptions = field(default_factory=TextPromptOptions)
 
     @property
     def return_type(self) -> str:
@@ -239,7 +251,23 @@ def _postprocess(value: Any, path: str, fmt: ReturnFormat) -> PostprocessSpec:
     return PostprocessSpec(threshold, fill, grow)
 
 
-TOP_LEVEL_KEYS = ("fullframe_resize", "subpatching", "postprocess", "return_format")
+def _text_prompt(value: Any, path: str) -> TextPromptOptions:
+    raw = _keys(value, path, ("default", "box_threshold", "text_threshold"))
+    default = None
+    if raw.get("default") is not None:
+        try:
+            default = TextPrompt.parse(raw["default"])
+        except TextPromptError as exc:
+            raise _fail(f"{path}.default", exc.message) from None
+    box = text = None
+    if raw.get("box_threshold") is not None:
+        box = _number(raw["box_threshold"], f"{path}.box_threshold", 0.0, 1.0)
+    if raw.get("text_threshold") is not None:
+        text = _number(raw["text_threshold"], f"{path}.text_threshold", 0.0, 1.0)
+    return TextPromptOptions(default, box, text)
+
+
+TOP_LEVEL_KEYS = ("fullframe_resize", "subpatching", "postprocess", "return_format", "text_prompt")
 
 
 def parse_options(raw: dict[str, Any]) -> Options:
@@ -253,4 +281,7 @@ def parse_options(raw: dict[str, Any]) -> Options:
     if params.get("fullframe_resize") is not None:
         resize = _fullframe_resize(params["fullframe_resize"], "extra_params.fullframe_resize")
     patch = _subpatching(params.get("subpatching"), "extra_params.subpatching")
-    return Options(fmt, resize, patch, post)
+    text = TextPromptOptions()
+    if params.get("text_prompt") is not None:
+        text = _text_prompt(params["text_prompt"], "extra_params.text_prompt")
+    return Options(fmt, resize, patch, post, text)

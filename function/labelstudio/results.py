@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry import Box
 from ..masks import component_boxes, polygons
 from .brush import mask_to_rle
 from .interface import Control
@@ -73,6 +74,22 @@ def polygon_regions(
         value: dict[str, Any] = {"points": points, "closed": True}
         out.append(_region(value, mask.shape, score, control, to_name, label))
     return out
+
+
+def box_region(
+    box: Box, shape: tuple[int, ...], score: float, control: Control, to_name: str, label: str | None
+) -> dict[str, Any]:
+    """One rectangle for a pixel box, clipped to the image of `shape` (H, W), in percent."""
+    h, w = shape[:2]
+    b = box.clipped(w, h)
+    value: dict[str, Any] = {
+        "x": b.x0 * 100.0 / w,
+        "y": b.y0 * 100.0 / h,
+        "width": b.width * 100.0 / w,
+        "height": b.height * 100.0 / h,
+        "rotation": 0,
+    }
+    return _region(value, shape, score, control, to_name, label)
 
 
 def rectangle_regions(
