@@ -41,6 +41,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
 UNAUTHENTICATED = ("live",)
 # Any of these keys on `POST /` means a CVAT interactor body (even one missing its image).
 _CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
+# A deployment with DETECTOR_PHRASES answers `POST /` bodies without these as CVAT's detector.
+_INTERACTOR_KEYS = frozenset(("pos_points", "neg_points", "obj_bbox"))
 INTERACTIVE = ("predict", "")  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
 
 
@@ -62,7 +64,8 @@ class Request:
 @dataclass(frozen=True)
 class Reply:
     status: int
-    body: dict[str, Any]
+    body: Any  # a JSON object; a list only for CVAT's detector
+
     headers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,6 +110,7 @@ class App:
         detector: Detector | None = None,
     ) -> None:
         from .cvat import CvatInteractor
+        from .cvat_detector import CvatDetector
         from .labelstudio.auth import LabelStudioAuth
         from .labelstudio.backend import LabelStudioBackend
         from .labelstudio.media import MediaFetcher
@@ -138,6 +142,7 @@ class App:
         self.text = TextSegmenter(engine, detector, images) if detector is not None else None
         self.labelstudio = LabelStudioBackend(settings, engine, images, media, store, model_info, self.text)
         self.cvat = CvatInteractor(settings, engine, images)
+        self.cvat_detector = CvatDetector(settings, self.text, images)
         self.activity = Activity()  # clicks in progress; prewarm waits for them
         self.prewarmer: Prewarmer | None = None
         if settings.prewarm:
@@ -211,6 +216,8 @@ class App:
         if request.method == "GET":
             return Reply(200, self.labelstudio.health())
         body = parse_body(request.body)
+        if isinstance(body, dict) and self.cvat_detector.enabled and not _INTERACTOR_KEYS.intersection(body):
+            return Reply(200, self.cvat_detector.detect(body))
         if isinstance(body, dict) and _CVAT_KEYS.intersection(body):
             return Reply(200, self.cvat.interact(body))
         if isinstance(body, dict) and "tasks" in body:
