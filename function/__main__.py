@@ -12,6 +12,25 @@ from .checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, dow
 from .settings import Settings, SettingsError
 
 
+def _serve_sagemaker(settings: Settings, host: str, port: int | None) -> int:
+    from .app import App
+    from .nuclio import configure_logging
+    from .sagemaker_server import DEFAULT_PORT, SageMakerServer
+
+    configure_logging(settings)
+    bound = port or int(os.environ.get("SAGEMAKER_BIND_TO_PORT") or DEFAULT_PORT)
+    server = SageMakerServer((host, bound), settings.max_body_bytes)
+    server.load_in_background(lambda: App.create(settings))
+    print(f"SageMaker server on {host}:{bound} (GET /ping, POST /invocations)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .startup import CheckpointMissing, require_checkpoint
 
@@ -25,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (SettingsError, CheckpointMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.sagemaker:
+        return _serve_sagemaker(settings, args.host or "0.0.0.0", args.port)
     # The repository root holds handler.py, the module Nuclio loads.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     handler_module = importlib.import_module("handler")
@@ -33,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
     server = LocalServer(
-        (args.host, args.port),
+        (args.host or "127.0.0.1", args.port or 9090),
         handler_module,
         max_body_bytes=settings.max_body_bytes,
         static_routes=demo_routes(),
@@ -87,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the function locally with Nuclio's event semantics")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument("--host", help="default 127.0.0.1 (0.0.0.0 with --sagemaker)")
+    serve.add_argument("--port", type=int, help="default 9090 (--sagemaker: SAGEMAKER_BIND_TO_PORT or 8080)")
+    serve.add_argument(
+        "--sagemaker", action="store_true", help="SageMaker's container contract: GET /ping, POST /invocations"
+    )
     serve.add_argument("--model-size", choices=tuple(CHECKPOINTS), help="sets MODEL_SIZE")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), help="sets DEVICE")
     serve.set_defaults(run=_serve)

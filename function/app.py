@@ -37,13 +37,15 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "predict": ("POST",),
     "webhook": ("POST",),
     "train": ("POST",),
+    "ping": ("GET",),  # SageMaker's health check
+    "invocations": ("POST",),  # SageMaker's inference route
 }
-UNAUTHENTICATED = ("live",)
+UNAUTHENTICATED = ("live", "ping")
 # Any of these keys on `POST /` means a CVAT interactor body (even one missing its image).
 _CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
 # A deployment with DETECTOR_PHRASES answers `POST /` bodies without these as CVAT's detector.
 _INTERACTOR_KEYS = frozenset(("pos_points", "neg_points", "obj_bbox"))
-INTERACTIVE = ("predict", "")  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
+INTERACTIVE = ("predict", "", "invocations")  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class App:
     ) -> None:
         from .cvat import CvatInteractor
         from .cvat_detector import CvatDetector
+        from .sagemaker import SageMakerInvocations
         from .labelstudio.auth import LabelStudioAuth
         from .labelstudio.backend import LabelStudioBackend
         from .labelstudio.media import MediaFetcher
@@ -137,12 +140,13 @@ class App:
             if settings.label_studio_url and token
             else None
         )
-        media = MediaFetcher(settings, images, auth)
+        media = self.media = MediaFetcher(settings, images, auth)
         store = ProjectStore(settings.project_store_dir)
         self.text = TextSegmenter(engine, detector, images) if detector is not None else None
         self.labelstudio = LabelStudioBackend(settings, engine, images, media, store, model_info, self.text)
         self.cvat = CvatInteractor(settings, engine, images)
         self.cvat_detector = CvatDetector(settings, self.text, images)
+        self.sagemaker = SageMakerInvocations(settings, engine, images, self.text, media.load)
         self.activity = Activity()  # clicks in progress; prewarm waits for them
         self.prewarmer: Prewarmer | None = None
         if settings.prewarm:
@@ -167,6 +171,8 @@ class App:
             "predict": lambda r: Reply(200, self.labelstudio.predict(parse_body(r.body))),
             "webhook": lambda r: Reply(*self.labelstudio.webhook(parse_body(r.body))),
             "train": lambda r: Reply(200, self.labelstudio.train(parse_body(r.body))),
+            "ping": lambda r: Reply(200, {"status": "ok"}),
+            "invocations": lambda r: Reply(200, self.sagemaker.invoke(parse_body(r.body))),
         }
 
     @classmethod
