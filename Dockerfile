@@ -96,6 +96,8 @@ COPY --from=uhttpc /home/nuclio/bin/uhttpc /usr/local/bin/uhttpc
 COPY --from=checkpoints /models /models
 COPY handler.py /opt/nuclio/handler.py
 COPY function/ /opt/nuclio/function/
+# SageMaker runs `docker run <image> serve`: GET /ping and POST /invocations on port 8080.
+COPY --chmod=0755 deploy/sagemaker/serve /usr/local/bin/serve
 # The processor starts `python3` from PATH: the virtualenv's. MODEL_SIZE picks the checkpoint in
 # CHECKPOINT_DIR, so one image serves every size it was built with (MODEL_CHECKPOINT stays unset:
 # it would override MODEL_SIZE per deployment).

@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="default 127.0.0.1 (0.0.0.0 with --sagemaker)")
     serve.add_argument("--port", type=int, help="default 9090 (--sagemaker: SAGEMAKER_BIND_TO_PORT or 8080)")
     serve.add_argument(
-        "--sagemaker", action="store_true", help="SageMaker's container contract: GET /ping, POST /invocations"
+        "--sagemaker",
+        action="store_true",
+        help="SageMaker's container contract: GET /ping, POST /invocations",
     )
     serve.add_argument("--model-size", choices=tuple(CHECKPOINTS), help="sets MODEL_SIZE")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), help="sets DEVICE")

@@ -45,7 +45,11 @@ UNAUTHENTICATED = ("live", "ping")
 _CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
 # A deployment with DETECTOR_PHRASES answers `POST /` bodies without these as CVAT's detector.
 _INTERACTOR_KEYS = frozenset(("pos_points", "neg_points", "obj_bbox"))
-INTERACTIVE = ("predict", "", "invocations")  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
+INTERACTIVE = (
+    "predict",
+    "",
+    "invocations",
+)  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,12 @@ class App:
     ) -> None:
         from .cvat import CvatInteractor
         from .cvat_detector import CvatDetector
-        from .sagemaker import SageMakerInvocations
         from .labelstudio.auth import LabelStudioAuth
         from .labelstudio.backend import LabelStudioBackend
         from .labelstudio.media import MediaFetcher
         from .labelstudio.params import parse_options
         from .labelstudio.projects import ProjectStore
+        from .sagemaker import SageMakerInvocations
 
         try:  # deployment defaults are checked at start, not on every /predict
             parse_options(dict(settings.default_extra_params))

@@ -80,7 +80,9 @@ class CvatDetector:
         segments = self.text.segment(image, self.prompt, thresholds)
         found = [cvat_object(s.phrase, s.score, s.mask) for s in segments]
         objects = [o for o in found if o is not None]
-        log.info("cvat detector: %d detections, %d objects (box %.2f)", len(segments), len(objects), thresholds.box)
+        log.info(
+            "cvat detector: %d detections, %d objects (box %.2f)", len(segments), len(objects), thresholds.box
+        )
         return objects
 
     def _load(self, data: bytes) -> LoadedImage:

@@ -38,7 +38,9 @@ from .settings import Settings
 
 ACTIONS = ("sam2", "langsam")
 MASK_FORMATS = ("rle", "polygon")
-_COLOURS = np.array([[255, 64, 64], [64, 160, 255], [80, 220, 80], [255, 200, 40], [200, 80, 255]], np.float32)
+_COLOURS = np.array(
+    [[255, 64, 64], [64, 160, 255], [80, 220, 80], [255, 200, 40], [200, 80, 255]], np.float32
+)
 
 
 def rle_counts(mask: np.ndarray) -> list[int]:
@@ -175,11 +177,15 @@ class SageMakerInvocations:
         try:
             if value.startswith(("http://", "https://", "data:")):
                 return self.fetch(value)
-            return self.images.add(LoadedImage.from_bytes(decode_base64_image(value), self.settings.max_image_pixels))
+            return self.images.add(
+                LoadedImage.from_bytes(decode_base64_image(value), self.settings.max_image_pixels)
+            )
         except (BadRequest, Unprocessable) as exc:
             raise exc.__class__(f"{field}: {exc.message}") from None
 
-    def _sam2(self, image: LoadedImage, body: dict[str, Any], fmt: str) -> tuple[dict[str, Any], list[np.ndarray]]:
+    def _sam2(
+        self, image: LoadedImage, body: dict[str, Any], fmt: str
+    ) -> tuple[dict[str, Any], list[np.ndarray]]:
         points, labels = _points(body)
         positive = [p for p, v in zip(points, labels, strict=True) if v == 1]
         negative = [p for p, v in zip(points, labels, strict=True) if v == 0]

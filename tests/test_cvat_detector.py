@@ -63,7 +63,9 @@ def test_the_threshold_changes_the_number_of_objects(tmp_path: Path, tiny_detect
 
 
 @pytest.mark.parametrize("threshold", [1.5, -0.2, "high", True])
-def test_a_threshold_outside_zero_one_is_a_422(tmp_path: Path, tiny_detector_dir: Path, threshold: Any) -> None:
+def test_a_threshold_outside_zero_one_is_a_422(
+    tmp_path: Path, tiny_detector_dir: Path, threshold: Any
+) -> None:
     app = make(tmp_path, tiny_detector_dir)
     reply = call(app, "POST", "/", {"image": FRAME, "threshold": threshold})
     assert reply.status == 422 and "threshold" in reply.body["error"]

@@ -78,7 +78,9 @@ def invoke(app: App, body: Any) -> Any:
 
 
 def test_sam2_action_returns_one_mask_with_its_box(app: App) -> None:
-    reply = invoke(app, {"action": "sam2", "image": B64, "points": [[80, 60]], "labels": [1], "box": [40, 30, 120, 90]})
+    reply = invoke(
+        app, {"action": "sam2", "image": B64, "points": [[80, 60]], "labels": [1], "box": [40, 30, 120, 90]}
+    )
     assert reply.status == 200, reply.body
     body = reply.body
     assert (body["width"], body["height"]) == (W, H) and len(body["masks"]) == len(body["scores"]) == 1
@@ -89,7 +91,9 @@ def test_sam2_action_returns_one_mask_with_its_box(app: App) -> None:
 
 
 def test_sam2_accepts_the_seeds_single_point_and_polygons(app: App) -> None:
-    reply = invoke(app, {"action": "sam2", "image_url": data_uri(PNG), "x": 80, "y": 60, "mask_format": "polygon"})
+    reply = invoke(
+        app, {"action": "sam2", "image_url": data_uri(PNG), "x": 80, "y": 60, "mask_format": "polygon"}
+    )
     assert reply.status == 200, reply.body
     [outlines] = reply.body["masks"]
     assert outlines and all(0 <= x <= W and 0 <= y <= H for outline in outlines for x, y in outline)
@@ -111,20 +115,33 @@ def test_langsam_action_returns_boxes_scores_phrases_and_masks_inside_boxes(app:
 
 
 def test_return_images_adds_three_pngs(app: App) -> None:
-    reply = invoke(app, {"action": "langsam", "image": B64, "text_prompt": "car", "box_threshold": 0.0, "return_images": True})
+    reply = invoke(
+        app,
+        {
+            "action": "langsam",
+            "image": B64,
+            "text_prompt": "car",
+            "box_threshold": 0.0,
+            "return_images": True,
+        },
+    )
     images = reply.body["images"]
     assert set(images) == {"original", "overlay", "mask_only"}
     for data in images.values():
         assert Image.open(io.BytesIO(base64.b64decode(data))).size == (W, H)
 
 
-def test_image_urls_are_fetched_with_the_label_studio_safety_rules(tmp_path: Path, tiny_detector_dir: Path) -> None:
+def test_image_urls_are_fetched_with_the_label_studio_safety_rules(
+    tmp_path: Path, tiny_detector_dir: Path
+) -> None:
     with image_host({"/a.png": Route(PNG)}) as host:
         base = host.url
         allowed = App.create(make_settings(tmp_path, allowed_image_hosts=("127.0.0.1",)), model=FakeModel())
         ok = invoke(allowed, {"action": "sam2", "image": f"{base}/a.png", "x": 10, "y": 10})
         assert ok.status == 200, ok.body
-        denied = App.create(make_settings(tmp_path, allowed_image_hosts=("images.example.com",)), model=FakeModel())
+        denied = App.create(
+            make_settings(tmp_path, allowed_image_hosts=("images.example.com",)), model=FakeModel()
+        )
         refused = invoke(denied, {"action": "sam2", "image": f"{base}/a.png", "x": 10, "y": 10})
         assert 400 <= refused.status < 500 and "image" in refused.body["error"]
 
@@ -141,7 +158,11 @@ def test_image_urls_are_fetched_with_the_label_studio_safety_rules(tmp_path: Pat
         ({"action": "sam2", "image": B64}, 422, "points/box"),
         ({"action": "langsam", "image": B64, "text_prompt": ""}, 422, "text_prompt"),
         ({"action": "langsam", "image": B64}, 422, "text_prompt"),
-        ({"action": "langsam", "image": B64, "text_prompt": ". ".join(f"red car {i}" for i in range(20))}, 422, "text_prompt"),
+        (
+            {"action": "langsam", "image": B64, "text_prompt": ". ".join(f"red car {i}" for i in range(20))},
+            422,
+            "text_prompt",
+        ),
         ({"action": "langsam", "image": B64, "text_prompt": "car", "box_threshold": 3}, 422, "box_threshold"),
         ({"action": "sam2", "image": B64, "x": 1, "y": 1, "mask_format": "png"}, 400, "mask_format"),
         ([1, 2], 400, "object"),
@@ -176,7 +197,9 @@ def test_the_server_answers_503_until_the_models_are_loaded(tmp_path: Path, tiny
         loading.join(30)
         assert requests.get(f"{url}/ping", timeout=5).status_code == 200
         body = json.dumps({"action": "langsam", "image": B64, "text_prompt": "car", "box_threshold": 0.0})
-        reply = requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        reply = requests.post(
+            f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=30
+        )
         assert reply.status_code == 200 and reply.json()["phrases"]
         bad = requests.post(f"{url}/invocations", json={"action": "nope"}, timeout=5)
         assert bad.status_code == 400 and "action" in bad.json()["error"]
@@ -192,3 +215,18 @@ def test_a_failed_load_answers_500_with_the_reason(tmp_path: Path) -> None:
         server.load_in_background(build).join(5)
         reply = requests.get(f"{url}/ping", timeout=5)
         assert reply.status_code == 500 and "/opt/ml/model" in reply.json()["error"]
+
+
+def test_the_image_answers_docker_run_serve() -> None:
+    """SageMaker runs `docker run <image> serve`: a `serve` on PATH starts the SageMaker server."""
+    import os
+
+    from .dockerfile_stages import parse_dockerfile
+
+    root = Path(__file__).resolve().parent.parent
+    final = parse_dockerfile(root).final
+    [copy] = [v for v in final.values("COPY") if "deploy/sagemaker/serve" in v]
+    assert copy.split()[-1] == "/usr/local/bin/serve" and "--chmod=0755" in copy
+    script = root / "deploy" / "sagemaker" / "serve"
+    assert os.access(script, os.X_OK) and "python -m function serve --sagemaker" in script.read_text()
+    assert "!deploy/sagemaker/serve" in (root / ".dockerignore").read_text().splitlines()

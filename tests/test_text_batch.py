@@ -33,7 +33,9 @@ def images(n: int) -> list[str]:
 def make(tmp_path: Path, detector_dir: Path, model: FakeModel, **kw: Any) -> App:
     settings = make_settings(tmp_path, detector_model=detector_dir, **kw)
     app = App.create(settings, model=model)
-    reply = call(app, "POST", "/setup", {"project": "7.1795445671", "schema": CONFIG, "extra_params": DEFAULT})
+    reply = call(
+        app, "POST", "/setup", {"project": "7.1795445671", "schema": CONFIG, "extra_params": DEFAULT}
+    )
     assert reply.status == 200, reply.body
     return app
 
@@ -70,7 +72,9 @@ def test_a_batch_over_budget_answers_the_first_task_then_each_task_alone(
     assert model.encode_calls == 3
 
 
-def test_without_a_default_prompt_no_context_answers_as_before(tmp_path: Path, tiny_detector_dir: Path) -> None:
+def test_without_a_default_prompt_no_context_answers_as_before(
+    tmp_path: Path, tiny_detector_dir: Path
+) -> None:
     model = FakeModel()
     app = App.create(make_settings(tmp_path, detector_model=tiny_detector_dir), model=model)
     reply = call(app, "POST", "/predict", batch_body(images(2)))
@@ -84,7 +88,9 @@ def test_a_default_prompt_without_a_detector_is_a_422(tmp_path: Path) -> None:
     assert reply.status == 422 and "DETECTOR_MODEL" in reply.body["error"]
 
 
-def test_an_unreadable_task_in_a_batch_answers_empty_for_that_task(tmp_path: Path, tiny_detector_dir: Path) -> None:
+def test_an_unreadable_task_in_a_batch_answers_empty_for_that_task(
+    tmp_path: Path, tiny_detector_dir: Path
+) -> None:
     app = make(tmp_path, tiny_detector_dir, FakeModel())
     pictures = images(2)
     body = batch_body([pictures[0], "data:image/png;base64,aGVsbG8=", pictures[1]])

@@ -22,7 +22,9 @@ IMAGE = data_uri(encode_image(sample_array(W, H)))
 LOOSE = {"text_prompt": {"box_threshold": 0.0, "text_threshold": 0.0}}
 
 
-def make_text_app(tmp_path: Path, detector_dir: Path | None, model: FakeModel | None = None, **kw: Any) -> App:
+def make_text_app(
+    tmp_path: Path, detector_dir: Path | None, model: FakeModel | None = None, **kw: Any
+) -> App:
     settings = make_settings(tmp_path, detector_model=detector_dir, **kw)
     return App.create(settings, model=model or FakeModel())
 
@@ -50,7 +52,12 @@ def test_a_text_prompt_returns_one_labelled_region_per_detection(app: App) -> No
         assert 0.0 <= r["score"] <= 1.0
     for b in boxes:
         v = b["value"]
-        assert v["x"] >= 0 and v["y"] >= 0 and v["x"] + v["width"] <= 100 + 1e-9 and v["y"] + v["height"] <= 100 + 1e-9
+        assert (
+            v["x"] >= 0
+            and v["y"] >= 0
+            and v["x"] + v["width"] <= 100 + 1e-9
+            and v["y"] + v["height"] <= 100 + 1e-9
+        )
     assert result["model_version"] and result["score"] == max(r["score"] for r in regions)
 
 
@@ -77,15 +84,25 @@ def test_unmatched_phrases_take_the_first_label(tmp_path: Path, tiny_detector_di
 
 def test_rectangle_projects_get_one_rectangle_per_detection(app: App, tmp_path: Path) -> None:
     config = text_config("RectangleLabels", rectangles=True, labels=("cat", "car"))
-    call(app, "POST", "/setup", {"project": "7.1795445671", "schema": config,
-                                 "extra_params": {**LOOSE, "return_format": {"type": "RectangleLabels"}}})
+    call(
+        app,
+        "POST",
+        "/setup",
+        {
+            "project": "7.1795445671",
+            "schema": config,
+            "extra_params": {**LOOSE, "return_format": {"type": "RectangleLabels"}},
+        },
+    )
     regions = predict(app, [textarea("car. cat")], config).body["results"][0]["result"]
     assert regions and all(r["type"] == "rectanglelabels" for r in regions)
     assert {r["value"]["rectanglelabels"][0] for r in regions} <= {"car", "cat"}
     assert len({r["id"] for r in regions}) == len(regions)
 
 
-def test_one_encoder_pass_per_image_and_a_later_click_runs_none(tmp_path: Path, tiny_detector_dir: Path) -> None:
+def test_one_encoder_pass_per_image_and_a_later_click_runs_none(
+    tmp_path: Path, tiny_detector_dir: Path
+) -> None:
     model = FakeModel()
     app = make_text_app(tmp_path, tiny_detector_dir, model, default_extra_params=LOOSE)
     config = text_config("BrushLabels")
@@ -102,7 +119,9 @@ def test_one_encoder_pass_per_image_and_a_later_click_runs_none(tmp_path: Path, 
 def test_number_controls_set_the_box_threshold(app: App) -> None:
     config = text_config("BrushLabels")
     loose = predict(app, [textarea("car"), number("box_threshold", 0.0)], config).body["results"][0]["result"]
-    strict = predict(app, [textarea("car"), number("box_threshold", 1.0)], config).body["results"][0]["result"]
+    strict = predict(app, [textarea("car"), number("box_threshold", 1.0)], config).body["results"][0][
+        "result"
+    ]
     assert loose and strict == []
 
 
@@ -122,14 +141,19 @@ def test_a_click_after_text_in_the_same_context_is_a_click(app: App) -> None:
         ([{**textarea("car"), "value": {"text": []}}], "context.result[0].value.text"),
     ],
 )
-def test_bad_text_input_is_a_422_naming_the_field(app: App, regions: list[dict[str, Any]], field: str) -> None:
+def test_bad_text_input_is_a_422_naming_the_field(
+    app: App, regions: list[dict[str, Any]], field: str
+) -> None:
     reply = predict(app, regions, text_config("BrushLabels"))
     assert reply.status == 422 and field in reply.body["error"], reply.body
     assert predict(app, [textarea("car")], text_config("BrushLabels")).status == 200  # still serving
 
 
 def test_a_config_without_textarea_refuses_text(app: App) -> None:
-    config = '<View><Image name="image" value="$image"/><BrushLabels name="m" toName="image"><Label value="a"/></BrushLabels></View>'
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<BrushLabels name="m" toName="image"><Label value="a"/></BrushLabels></View>'
+    )
     reply = predict(app, [textarea("car")], config)
     assert reply.status == 422 and "TextArea" in reply.body["error"]
 
@@ -143,9 +167,13 @@ def test_without_a_detector_text_answers_422_saying_how_to_enable(tmp_path: Path
 
 
 def test_project_thresholds_outside_zero_one_are_refused_at_setup(app: App) -> None:
-    reply = call(app, "POST", "/setup", {"project": "7.1", "extra_params": {"text_prompt": {"box_threshold": 2}}})
+    reply = call(
+        app, "POST", "/setup", {"project": "7.1", "extra_params": {"text_prompt": {"box_threshold": 2}}}
+    )
     assert reply.status == 400 and "extra_params.text_prompt.box_threshold" in reply.body["error"]
-    reply = call(app, "POST", "/setup", {"project": "7.1", "extra_params": {"text_prompt": {"default": " . "}}})
+    reply = call(
+        app, "POST", "/setup", {"project": "7.1", "extra_params": {"text_prompt": {"default": " . "}}}
+    )
     assert reply.status == 400 and "extra_params.text_prompt.default" in reply.body["error"]
 
 

@@ -238,7 +238,9 @@ def download_detector(repo: str, target: Path, revision: str | None = None) -> P
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - a dependency of transformers
-        raise DetectorDownloadError("huggingface_hub is not installed: pip install -r requirements.txt") from None
+        raise DetectorDownloadError(
+            "huggingface_hub is not installed: pip install -r requirements.txt"
+        ) from None
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
     try:
         snapshot_download(repo, revision=revision, local_dir=str(target), allow_patterns=patterns)

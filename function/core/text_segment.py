@@ -51,8 +51,8 @@ class TextSegment:
 
 def pixel_bounds(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     """Pixel index range [x0, x1) x [y0, y1) covered by `box` (rounded outwards, inside the image)."""
-    x0, y0 = max(int(math.floor(box.x0)), 0), max(int(math.floor(box.y0)), 0)
-    x1, y1 = min(int(math.ceil(box.x1)), width), min(int(math.ceil(box.y1)), height)
+    x0, y0 = max(math.floor(box.x0), 0), max(math.floor(box.y0), 0)
+    x1, y1 = min(math.ceil(box.x1), width), min(math.ceil(box.y1), height)
     return x0, y0, max(x1, x0), max(y1, y0)
 
 

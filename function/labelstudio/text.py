@@ -132,13 +132,17 @@ def regions_for(
     for seg in segments:
         shape = seg.mask.shape
         if rect_output:
-            found.append(box_region(seg.box, shape, seg.score, output, to_name, phrase_label(seg.phrase, output)))
+            found.append(
+                box_region(seg.box, shape, seg.score, output, to_name, phrase_label(seg.phrase, output))
+            )
         elif seg.mask.any():
             label = phrase_label(seg.phrase, output)
             regions = mask_regions(seg.mask, seg.score, output, to_name, label, options.return_format)
             found.extend(regions)
         if boxes is not None and not rect_output:
-            found.append(box_region(seg.box, shape, seg.score, boxes, to_name, phrase_label(seg.phrase, boxes)))
+            found.append(
+                box_region(seg.box, shape, seg.score, boxes, to_name, phrase_label(seg.phrase, boxes))
+            )
     return found
 
 
