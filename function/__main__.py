@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     det.add_argument("--dir", help="target folder (default: DETECTOR_MODEL or ~/.cache/sam2-nuclio/detector)")
     det.set_defaults(run=_download_detector)
 
+    from .preannotate import add_parser as add_preannotate_parser
+
+    add_preannotate_parser(sub)
+
     from .probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
