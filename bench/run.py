@@ -138,6 +138,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"prewarm case failed: {exc!r}", file=sys.stderr)
             section("prewarm", t)
 
+        t = time.perf_counter()
+        try:  # text prompts: detector + SAM2 per box (needs transformers)
+            from bench import text_case
+
+            rows += [row_from_json(r) for r in text_case.run(args.quick, args.device, args.model)]
+        except Exception as exc:  # report it, keep the other tables
+            failed = True
+            print(f"text case failed: {exc!r}", file=sys.stderr)
+        section("text prompts", t)
+
         profile = ""
         if args.profile:
             from bench.profile_click import profile_later_clicks
