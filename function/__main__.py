@@ -3,38 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
 
-from .checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, download
+from function.core.checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, download
+
 from .settings import Settings, SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .startup import CheckpointMissing, require_checkpoint
+    from function.core.checkpoints import CheckpointMissing, require_checkpoint
+    from function.service import nuclio
+    from function.service.server import LocalServer, build_context
+    from function.tools.demo import demo_routes
 
-    if args.model_size:
-        os.environ["MODEL_SIZE"] = args.model_size
+    env = dict(os.environ)
+    if args.model_size:  # the flags mean what the variables mean, for the settings built here
+        env["MODEL_SIZE"] = args.model_size
     if args.device:
-        os.environ["DEVICE"] = args.device
+        env["DEVICE"] = args.device
     try:
-        settings = Settings.from_env(os.environ)
-        require_checkpoint(settings)
+        settings = Settings.from_env(env)
+        require_checkpoint(settings.model_checkpoint, settings.model_config)
     except (SettingsError, CheckpointMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # The repository root holds handler.py, the module Nuclio loads.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    handler_module = importlib.import_module("handler")
-    from .demo import demo_routes
-    from .server import LocalServer
-
     print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
+    context = build_context()
+    try:
+        context.user_data.app = nuclio.start(context, settings)
+    except (SettingsError, CheckpointMissing):
+        return 2  # already said in one line by the glue
     server = LocalServer(
         (args.host, args.port),
-        handler_module,
+        nuclio.handler,
+        context,
         max_body_bytes=settings.max_body_bytes,
         static_routes=demo_routes(),
     )
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("--url", help="download from this mirror instead of Meta's URL")
     dl.set_defaults(run=_download)
 
-    from .probe_cli import add_parser as add_probe_parser
+    from function.tools.probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
 

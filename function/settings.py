@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import CHECKPOINTS, default_checkpoint_dir
+from function.core.checkpoints import CHECKPOINTS, default_checkpoint_dir
 
 # SAM2.0 and SAM2.1 config names shipped inside the sam2 package, by short name.
 _SHORT_CONFIG = re.compile(r"^(sam2(?:\.1)?)_hiera_(t|s|b\+|l)\.yaml$")
@@ -63,6 +63,24 @@ SECRET_ENV = (
     "LABEL_STUDIO_ACCESS_TOKEN",
     "BASIC_AUTH_PASS",
 )
+
+
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_flag(text: str) -> bool | None:
+    """The one table of boolean words (environment, Label Studio fields, probe files).
+
+    >>> parse_flag(" Yes"), parse_flag("0"), parse_flag("maybe")
+    (True, False, None)
+    """
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    return None
 
 
 class SettingsError(ValueError):
@@ -125,7 +143,7 @@ class Settings:
     def resolved_version(self) -> str:
         if self.model_version:
             return self.model_version
-        from . import __version__
+        from function import __version__
 
         return f"{Path(self.model_config).stem}-{__version__}"
 
@@ -251,14 +269,13 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        value = self.text(name).lower()
+        value = self.text(name)
         if not value:
             return default
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(name, f"must be true or false, got {value!r}")
+        parsed = parse_flag(value)
+        if parsed is None:
+            raise SettingsError(name, f"must be true or false, got {value.lower()!r}")
+        return parsed
 
     def integer(self, name: str, default: int, minimum: int) -> int:
         value = self.text(name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from function.checkpoints import CHECKPOINTS
+from function.core.checkpoints import CHECKPOINTS
 from function.settings import KNOWN_ENV, LEGACY_IGNORED, SECRET_ENV, Settings, SettingsError
 
 
@@ -288,7 +288,7 @@ def test_every_variable_read_is_known(tmp_path: Path) -> None:
 
 
 def test_invalid_default_extra_params_fail_at_start_naming_the_variable(tmp_path: Path) -> None:
-    from function.app import Request
+    from function.service.app import Request
 
     from .fakes import FakeModel
     from .support import make_app
