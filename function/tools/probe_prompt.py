@@ -14,11 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from function.adapters.labelstudio.context import BOX_TYPES, POINT_TYPES
+from function.settings import parse_flag
+
 from .overlay import DrawnPrompt
 
 _INT = re.compile(r"[+-]?\d+")
-_POINT_TYPES = ("keypointlabels", "keypointlabel", "keypoint")
-_BOX_TYPES = ("rectanglelabels", "rectanglelabel", "rectangle")
 _NEGATIVE = ("neg", "negative", "-")
 _POSITIVE = ("pos", "positive", "+")
 
@@ -133,6 +134,13 @@ def _xy(values: tuple[float, ...]) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _positive(value: Any, item: int) -> bool:
+    parsed = value if isinstance(value, bool) else parse_flag(str(value))
+    if parsed is None:
+        raise PromptError(f"--prompt item {item}: positive must be true or false, got {value!r}")
+    return parsed
+
+
 def build_prompt(points: list[str] | None, box: str | None, prompt: Any, label: str | None) -> PromptSpec:
     """Combine `--point`s, `--box` and `--prompt` (JSON text, an object or a list of them)."""
     parsed = [parse_point(p) for p in points or []]
@@ -147,10 +155,10 @@ def build_prompt(points: list[str] | None, box: str | None, prompt: Any, label: 
         if not isinstance(item, dict):
             raise PromptError(f"--prompt item {i} must be an object like {{type, label, geometry}}")
         kind = str(item.get("type", "")).lower()
-        if kind in _POINT_TYPES:
-            positive = item.get("positive", item.get("is_positive", True)) not in (False, 0, "false")
+        if kind in POINT_TYPES:
+            positive = _positive(item.get("positive", item.get("is_positive", True)), i)
             parsed.append((parse_geometry(item.get("geometry"), 2, f"--prompt item {i} geometry"), positive))
-        elif kind in _BOX_TYPES:
+        elif kind in BOX_TYPES:
             boxes.append(parse_geometry(item.get("geometry"), 4, f"--prompt item {i} geometry"))
         else:
             raise PromptError(
