@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./dev.sh serve   set up, then run the function locally on http://127.0.0.1:9090
-#   ./dev.sh test    set up, then lint, type-check and run every test
+#   ./dev.sh test    set up, then lint, type-check and run every test (what CI runs)
+#   ./dev.sh quick   lint, type-check and the tests that need no real SAM2, Label Studio or
+#                    browser (the inner loop, < 60 s)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,6 +37,13 @@ setup_label_studio() {
   fi
 }
 
+lint() {
+  "$VENV/bin/ruff" check function tests bench handler.py
+  "$VENV/bin/ruff" format --check function tests bench handler.py
+  "$VENV/bin/mypy" function
+  "$VENV/bin/lint-imports"
+}
+
 case "${1:-}" in
   serve)
     shift
@@ -50,13 +59,17 @@ case "${1:-}" in
     shift
     setup
     setup_label_studio
-    "$VENV/bin/ruff" check function tests bench handler.py
-    "$VENV/bin/ruff" format --check function tests bench handler.py
-    "$VENV/bin/mypy" function
+    lint
     exec "$PY" -m pytest -q "$@"
     ;;
+  quick)
+    shift
+    setup
+    lint
+    exec "$PY" -m pytest -q -m "not sam2 and not labelstudio and not browser" "$@"
+    ;;
   *)
-    echo "usage: $0 {serve|test} [args...]" >&2
+    echo "usage: $0 {serve|test|quick} [args...]" >&2
     exit 2
     ;;
 esac

@@ -20,9 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-import function.images as images_module
-from function.app import App, Request
-from function.engine import SegmentationModel
+import function.core.images as images_module
+from function.core.model import SegmentationModel
+from function.service.app import App, Request
+from function.service.compose import build_app
 from function.settings import Settings
 
 from .common import Row, percentile
@@ -123,7 +124,7 @@ class Clicker:
 
 @contextlib.contextmanager
 def counting_decodes() -> Iterator[list[int]]:
-    """Count JPEG decodes (`function.images.decode_rgb` calls) while inside."""
+    """Count JPEG decodes (`function.core.images.decode_rgb` calls) while inside."""
     original = images_module.decode_rgb
     count = [0]
 
@@ -154,8 +155,8 @@ def run_clicks(model: SegmentationModel, settings: Settings, plan: ClickPlan, se
         f"/data/upload/1/{size}-{seed + i}.jpg": synthetic_jpeg(w, h, seed + i) for i in range(plan.first)
     }
     cache_bytes = max(settings.feature_cache_bytes, 256 << 20)
-    ours = Clicker(App.create(replace(settings, feature_cache_bytes=cache_bytes), model))
-    stock = Clicker(App.create(replace(settings, feature_cache_bytes=0), model))
+    ours = Clicker(build_app(replace(settings, feature_cache_bytes=cache_bytes), model))
+    stock = Clicker(build_app(replace(settings, feature_cache_bytes=0), model))
     spots = click_positions(max(plan.later, plan.baseline) + 1)
     with image_server(files) as base, counting_decodes() as decodes:
         urls = [base + path for path in files]

@@ -104,7 +104,7 @@ class ModelFiles:
 def model_files(size: str, workdir: Path) -> ModelFiles:
     """MODEL_CHECKPOINT when set (real weights), else a random-weight checkpoint for `size`
     built from its config and saved like Meta's files (as tests/conftest.py does)."""
-    from function.checkpoints import CHECKPOINTS
+    from function.core.checkpoints import CHECKPOINTS
     from function.settings import config_for_checkpoint, normalize_model_config
 
     env = os.environ.get("MODEL_CHECKPOINT")

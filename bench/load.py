@@ -31,7 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from function.app import App  # noqa: E402
+from function.service.app import App  # noqa: E402
+from function.service.compose import build_app as compose_app  # noqa: E402
 from function.settings import Settings  # noqa: E402
 from tests.reliability_support import ImageIdModel, id_disc, rle_mask, stop_background_work  # noqa: E402
 from tests.support import data_uri, encode_image, keypoint, predict_body, sample_array  # noqa: E402
@@ -172,8 +173,8 @@ def build_app(args: argparse.Namespace, store: Path) -> App:
         feature_cache_bytes=args.feature_cache_mb * 2**20,
     )
     if args.real:
-        return App.create(settings)
-    return App.create(replace(settings, warmup=False), model=ImageIdModel(feature_bytes=16 * 2**20))
+        return compose_app(settings)
+    return compose_app(replace(settings, warmup=False), model=ImageIdModel(feature_bytes=16 * 2**20))
 
 
 def percentile(values: list[float], q: float) -> float:

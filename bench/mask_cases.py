@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from function.labelstudio.brush import mask_to_rle
+from function.adapters.labelstudio.brush import mask_to_rle
 
 from .common import Row, time_ms
 
@@ -110,7 +110,7 @@ def polygon_rows(quick: bool) -> list[Row]:
     ours_ms: float | None = None
     note = "function.masks.polygons not in this tree"
     try:
-        masks = importlib.import_module("function.masks")
+        masks = importlib.import_module("function.core.masks")
         polygons = masks.polygons
     except (ImportError, AttributeError):
         polygons = None
@@ -125,7 +125,7 @@ def _cropped_reply(mask: np.ndarray) -> dict[str, Any]:
     """CVAT's reply for `mask`: function.cvat.render when the adapter is in this tree, else
     the same shape built here (0/255 crop to the tight bounds, inclusive bounds, outline)."""
     try:
-        render = importlib.import_module("function.cvat").render
+        render = importlib.import_module("function.adapters.cvat").render
     except AttributeError:
         render = None
     if render is not None:

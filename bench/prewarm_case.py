@@ -34,9 +34,10 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from function.app import App, Request
-from function.checkpoints import CHECKPOINTS, default_checkpoint_dir
-from function.engine import Sam2Model
+from function.core.checkpoints import CHECKPOINTS, default_checkpoint_dir
+from function.core.sam2_model import Sam2Model
+from function.service.app import App, Request
+from function.service.compose import build_app
 from function.settings import Settings, config_for_checkpoint, normalize_model_config
 
 FULL_DELAY_S = 2.0
@@ -132,8 +133,8 @@ def run(quick: bool, device: str, model: str) -> list[dict[str, Any]]:
             project_store_dir=Path(tmp) / "projects",
         )
         images = [_image(i) for i in range(trials + 1)]
-        cold_app = App.create(replace(base, prewarm=False), model=sam2)
-        warm_app = App.create(replace(base, prewarm=True), model=sam2)
+        cold_app = build_app(replace(base, prewarm=False), model=sam2)
+        warm_app = build_app(replace(base, prewarm=True), model=sam2)
         try:
             if not quick:
                 # One untimed round on a spare image: first-call allocations are not the subject.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from function.app import App
-from function.engine import SegmentationModel
+from function.core.model import SegmentationModel
+from function.service.compose import build_app
 from function.settings import Settings
 
 from .clicks import Clicker, click_body, click_positions, image_server, synthetic_jpeg
@@ -16,7 +16,7 @@ def profile_later_clicks(
 ) -> str:
     from pyinstrument import Profiler
 
-    app = Clicker(App.create(replace(settings, feature_cache_bytes=256 << 20), model))
+    app = Clicker(build_app(replace(settings, feature_cache_bytes=256 << 20), model))
     files = {"/data/upload/1/profile.jpg": synthetic_jpeg(width, height, 1234)}
     spots = click_positions(clicks + 1)
     with image_server(files) as base:

@@ -1,6 +1,6 @@
 """Cold start and memory per model size.
 
-Import torch and SAM2, build the app as Nuclio's `init_context` does (`App.create(settings)`:
+Import torch and SAM2, build the app as Nuclio's `init_context` does (`build_app(settings)`:
 checkpoint load plus the warm-up pass), then click once on a 1024x768 image so the feature
 cache holds one image; report times and RSS. The chosen size is measured in the bench
 process itself (nothing imported torch before) and its model serves the other cases; other
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from function.service.compose import build_app
+
 from .common import ModelFiles, Row
 
 RUN_PY = Path(__file__).resolve().parent / "run.py"
@@ -27,7 +29,7 @@ def import_runtime() -> float:
     import sam2.build_sam  # noqa: F401
     import torch  # noqa: F401
 
-    import function.app  # noqa: F401
+    import function.service.app  # noqa: F401
 
     return time.perf_counter() - started
 
@@ -38,8 +40,8 @@ def cold_start(
     """Build the app as `init_context` does, click once; (measurements, the app)."""
     import base64
 
-    from function.app import App, Request
-    from function.engine import Sam2Model
+    from function.core.sam2_model import Sam2Model
+    from function.service.app import Request
     from function.settings import Settings
 
     from .clicks import click_body, synthetic_jpeg
@@ -57,9 +59,9 @@ def cold_start(
         model = Sam2Model.load(config, Path(checkpoint), device)
         model.compile_encoder()
         model.warm_up()  # compiles here: counted in the cold start
-        app = App.create(settings, model)
+        app = build_app(settings, model)
     else:
-        app = App.create(settings)
+        app = build_app(settings)
     created = time.perf_counter()
     image = "data:image/jpeg;base64," + base64.b64encode(synthetic_jpeg(1024, 768, 99)).decode()
     reply = app.handle(Request("POST", "/predict", click_body(image, 1024, 768, 50.0, 50.0, 1)))

@@ -37,10 +37,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Row, markdown, memory_mib, model_files
-from function.app import App, Request
-from function.core.detector import TextPrompt, Thresholds, TransformersDetector
-from function.engine import Sam2Model
-from function.prompts import Prompt
+from function.core.detector import TextPrompt, Thresholds
+from function.core.hf_detector import TransformersDetector
+from function.core.prompts import Prompt
+from function.core.sam2_model import Sam2Model
+from function.service.app import App, Request
+from function.service.compose import build_app
 from function.settings import Settings
 
 WIDTH, HEIGHT = 1024, 768
@@ -131,7 +133,7 @@ def run(quick: bool, device: str, model: str) -> list[dict[str, Any]]:
         detector = TransformersDetector.load(build_detector(work / "detector", not quick), sam2.device)
         rss_both, _ = memory_mib()
         settings = Settings(warmup=False, prewarm=False, project_store_dir=work / "projects")
-        app = App.create(settings, model=sam2, detector=detector)
+        app = build_app(settings, model=sam2, detector=detector)
 
         prompt = TextPrompt.parse(PROMPT)
         _invoke(app, {"action": "sam2", "image": _image(999), "x": 300, "y": 200})  # untimed warm-up

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
 
-from .checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, download
+from function.core.checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, download
+
 from .settings import Settings, SettingsError
 
 
 def _serve_sagemaker(settings: Settings, host: str, port: int | None) -> int:
-    from .app import App
-    from .nuclio import configure_logging
-    from .sagemaker_server import DEFAULT_PORT, SageMakerServer
+    from function.service.compose import build_app
+    from function.service.nuclio import configure_logging
+    from function.service.sagemaker_server import DEFAULT_PORT, SageMakerServer
 
     configure_logging(settings)
     bound = port or int(os.environ.get("SAGEMAKER_BIND_TO_PORT") or DEFAULT_PORT)
     server = SageMakerServer((host, bound), settings.max_body_bytes)
-    server.load_in_background(lambda: App.create(settings))
+    server.load_in_background(lambda: build_app(settings))
     print(f"SageMaker server on {host}:{bound} (GET /ping, POST /invocations)", file=sys.stderr)
     try:
         server.serve_forever()
@@ -32,30 +32,34 @@ def _serve_sagemaker(settings: Settings, host: str, port: int | None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .startup import CheckpointMissing, require_checkpoint
+    from function.core.checkpoints import CheckpointMissing, require_checkpoint
+    from function.service import nuclio
+    from function.service.server import LocalServer, build_context
+    from function.tools.demo import demo_routes
 
-    if args.model_size:
-        os.environ["MODEL_SIZE"] = args.model_size
+    env = dict(os.environ)
+    if args.model_size:  # the flags mean what the variables mean, for the settings built here
+        env["MODEL_SIZE"] = args.model_size
     if args.device:
-        os.environ["DEVICE"] = args.device
+        env["DEVICE"] = args.device
     try:
-        settings = Settings.from_env(os.environ)
-        require_checkpoint(settings)
+        settings = Settings.from_env(env)
+        require_checkpoint(settings.model_checkpoint, settings.model_config)
     except (SettingsError, CheckpointMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.sagemaker:
         return _serve_sagemaker(settings, args.host or "0.0.0.0", args.port)
-    # The repository root holds handler.py, the module Nuclio loads.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    handler_module = importlib.import_module("handler")
-    from .demo import demo_routes
-    from .server import LocalServer
-
     print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
+    context = build_context()
+    try:
+        context.user_data.app = nuclio.start(context, settings)
+    except (SettingsError, CheckpointMissing):
+        return 2  # already said in one line by the glue
     server = LocalServer(
         (args.host or "127.0.0.1", args.port or 9090),
-        handler_module,
+        nuclio.handler,
+        context,
         max_body_bytes=settings.max_body_bytes,
         static_routes=demo_routes(),
     )
@@ -89,7 +93,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _download_detector(args: argparse.Namespace) -> int:
-    from .core.detector import DetectorDownloadError, download_detector
+    from function.core.hf_detector import DetectorDownloadError, download_detector
 
     target = Path(args.dir or os.environ.get("DETECTOR_MODEL") or Path.home() / ".cache/sam2-nuclio/detector")
     print(f"downloading {args.repo} into {target} ...", file=sys.stderr)
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("--url", help="download from this mirror instead of Meta's URL")
     dl.set_defaults(run=_download)
 
-    from .core.detector import DEFAULT_REPO
+    from function.core.hf_detector import DEFAULT_REPO
 
     det = sub.add_parser("download-detector", help="fetch the text-prompt detector (Grounding DINO-T)")
     det.add_argument("--repo", default=DEFAULT_REPO, help=f"Hugging Face repository (default {DEFAULT_REPO})")
@@ -135,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     det.add_argument("--dir", help="target folder (default: DETECTOR_MODEL or ~/.cache/sam2-nuclio/detector)")
     det.set_defaults(run=_download_detector)
 
-    from .preannotate import add_parser as add_preannotate_parser
+    from function.tools.preannotate import add_parser as add_preannotate_parser
 
     add_preannotate_parser(sub)
 
-    from .probe_cli import add_parser as add_probe_parser
+    from function.tools.probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
 

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import CHECKPOINTS, default_checkpoint_dir
+from function.core.checkpoints import CHECKPOINTS, default_checkpoint_dir
 
 # SAM2.0 and SAM2.1 config names shipped inside the sam2 package, by short name.
 _SHORT_CONFIG = re.compile(r"^(sam2(?:\.1)?)_hiera_(t|s|b\+|l)\.yaml$")
 _CHECKPOINT_SIZE = re.compile(r"(sam2(?:\.1)?)_hiera_(tiny|small|base_plus|large)")
 _SIZE_LETTER = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+
+MiB = 2**20
+DEFAULT_MODEL_SIZE = "tiny"  # what `./dev.sh serve` fetches and a bare deployment loads
 
 # Variables older deployments set; accepted and ignored (sam2 is an installed package here).
 LEGACY_IGNORED = ("SEGMENT_ANYTHING_2_REPO_PATH", "ROOT_DIR", "PYTHONPATH")
@@ -70,6 +73,24 @@ SECRET_ENV = (
 )
 
 
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_flag(text: str) -> bool | None:
+    """The one table of boolean words (environment, Label Studio fields, probe files).
+
+    >>> parse_flag(" Yes"), parse_flag("0"), parse_flag("maybe")
+    (True, False, None)
+    """
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    return None
+
+
 class SettingsError(ValueError):
     """An environment variable has a value this function cannot use."""
 
@@ -80,7 +101,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    model_config: str = CHECKPOINTS["tiny"].config
+    model_config: str = CHECKPOINTS[DEFAULT_MODEL_SIZE].config
     model_checkpoint: Path | None = None
     device: str = "auto"
     model_version: str = ""
@@ -92,11 +113,11 @@ class Settings:
     log_level: str = "INFO"
     basic_auth_user: str = ""
     basic_auth_pass: str = field(default="", repr=False)
-    feature_cache_bytes: int = 1024 * 2**20
-    image_cache_bytes: int = 512 * 2**20
+    feature_cache_bytes: int = 1024 * MiB
+    image_cache_bytes: int = 512 * MiB
     max_image_pixels: int = 200_000_000
-    max_download_bytes: int = 100 * 2**20
-    max_body_bytes: int = 64 * 2**20
+    max_download_bytes: int = 100 * MiB
+    max_body_bytes: int = 64 * MiB
     max_prompt_points: int = 500
     connect_timeout_s: float = 5.0
     download_timeout_s: float = 30.0
@@ -110,7 +131,7 @@ class Settings:
     prewarm_max_tasks: int = 1
     prewarm_queue_size: int = 8
     detector_model: Path | None = None  # text prompts are off without it
-    detector_box_threshold: float = 0.3
+    detector_box_threshold: float = 0.3  # LangSAM's defaults
     detector_text_threshold: float = 0.25
     detector_phrases: str = ""  # the CVAT detector's fixed vocabulary, "car. person."
     predict_budget_s: float = 60.0  # a batch /predict that would take longer answers one task
@@ -135,7 +156,7 @@ class Settings:
     def resolved_version(self) -> str:
         if self.model_version:
             return self.model_version
-        from . import __version__
+        from function import __version__
 
         return f"{Path(self.model_config).stem}-{__version__}"
 
@@ -155,19 +176,19 @@ class Settings:
         elif checkpoint is not None:
             config = config_for_checkpoint(checkpoint)
         else:
-            config = CHECKPOINTS[size or "tiny"].config
+            config = CHECKPOINTS[size or DEFAULT_MODEL_SIZE].config
         if checkpoint is None:
             # Nothing named: the published checkpoint for the config, from the download cache.
             known = [c for c in CHECKPOINTS.values() if c.config == config]
             checkpoint = checkpoint_dir / known[0].filename if known else None
-        device = r.text("DEVICE", "auto").lower()
+        device = r.text("DEVICE", cls.device).lower()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             raise SettingsError("DEVICE", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
         url = r.text("LABEL_STUDIO_URL") or r.text("LABEL_STUDIO_HOST")
         if url and not re.match(r"^https?://[^/\s]+", url):
             name = "LABEL_STUDIO_URL" if r.text("LABEL_STUDIO_URL") else "LABEL_STUDIO_HOST"
             raise SettingsError(name, "must be an http(s) URL like http://localhost:8080")
-        level = r.text("LOG_LEVEL", "INFO").upper()
+        level = r.text("LOG_LEVEL", cls.log_level).upper()
         if level not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"):
             raise SettingsError("LOG_LEVEL", f"unknown level {level!r}")
         user, password = r.text("BASIC_AUTH_USER"), r.text("BASIC_AUTH_PASS")
@@ -182,42 +203,80 @@ class Settings:
             raise SettingsError("DEFAULT_EXTRA_PARAMS", f"not valid JSON: {exc}") from None
         if not isinstance(defaults, dict):
             raise SettingsError("DEFAULT_EXTRA_PARAMS", "must be a JSON object")
+        d = cls()  # the defaults, written once: in the fields above
         return cls(
             model_config=config,
             model_checkpoint=checkpoint,
             device=device,
             model_version=r.text("MODEL_VERSION"),
-            warmup=r.flag("WARMUP", True),
+            warmup=r.flag("WARMUP", d.warmup),
             label_studio_url=url.rstrip("/"),
             label_studio_api_key=r.text("LABEL_STUDIO_API_KEY"),
             label_studio_access_token=r.text("LABEL_STUDIO_ACCESS_TOKEN"),
-            label_studio_verify_ssl=r.flag("LABEL_STUDIO_VERIFY_SSL", True),
+            label_studio_verify_ssl=r.flag("LABEL_STUDIO_VERIFY_SSL", d.label_studio_verify_ssl),
             log_level="WARNING" if level == "WARN" else level,
             basic_auth_user=user,
             basic_auth_pass=password,
-            feature_cache_bytes=r.integer("FEATURE_CACHE_MB", 1024, minimum=0) * 2**20,
-            image_cache_bytes=r.integer("IMAGE_CACHE_MB", 512, minimum=0) * 2**20,
-            max_image_pixels=r.integer("MAX_IMAGE_PIXELS", 200_000_000, minimum=1),
-            max_download_bytes=r.integer("MAX_DOWNLOAD_MB", 100, minimum=1) * 2**20,
-            max_body_bytes=r.integer("MAX_BODY_MB", 64, minimum=1) * 2**20,
-            max_prompt_points=r.integer("MAX_PROMPT_POINTS", 500, minimum=1),
-            connect_timeout_s=r.number("CONNECT_TIMEOUT_S", 5.0),
-            download_timeout_s=r.number("DOWNLOAD_TIMEOUT_S", 30.0),
+            feature_cache_bytes=r.integer("FEATURE_CACHE_MB", d.feature_cache_bytes // MiB, minimum=0) * MiB,
+            image_cache_bytes=r.integer("IMAGE_CACHE_MB", d.image_cache_bytes // MiB, minimum=0) * MiB,
+            max_image_pixels=r.integer("MAX_IMAGE_PIXELS", d.max_image_pixels, minimum=1),
+            max_download_bytes=r.integer("MAX_DOWNLOAD_MB", d.max_download_bytes // MiB, minimum=1) * MiB,
+            max_body_bytes=r.integer("MAX_BODY_MB", d.max_body_bytes // MiB, minimum=1) * MiB,
+            max_prompt_points=r.integer("MAX_PROMPT_POINTS", d.max_prompt_points, minimum=1),
+            connect_timeout_s=r.number("CONNECT_TIMEOUT_S", d.connect_timeout_s),
+            download_timeout_s=r.number("DOWNLOAD_TIMEOUT_S", d.download_timeout_s),
             allowed_image_hosts=hosts,
-            allow_local_files=r.flag("ALLOW_LOCAL_FILES", False),
+            allow_local_files=r.flag("ALLOW_LOCAL_FILES", d.allow_local_files),
             local_files_document_root=r.path("LOCAL_FILES_DOCUMENT_ROOT"),
-            project_store_dir=r.path("PROJECT_STORE_DIR") or cls.project_store_dir,
+            project_store_dir=r.path("PROJECT_STORE_DIR") or d.project_store_dir,
             default_extra_params=defaults,
-            empty_prediction_on_no_context=r.flag("EMPTY_PREDICTION_ON_NO_CONTEXT", False),
-            prewarm=r.flag("PREWARM", True),
-            prewarm_max_tasks=r.integer("PREWARM_MAX_TASKS", 1, minimum=0),
-            prewarm_queue_size=r.integer("PREWARM_QUEUE_SIZE", 8, minimum=1),
+            empty_prediction_on_no_context=r.flag(
+                "EMPTY_PREDICTION_ON_NO_CONTEXT", d.empty_prediction_on_no_context
+            ),
+            prewarm=r.flag("PREWARM", d.prewarm),
+            prewarm_max_tasks=r.integer("PREWARM_MAX_TASKS", d.prewarm_max_tasks, minimum=0),
+            prewarm_queue_size=r.integer("PREWARM_QUEUE_SIZE", d.prewarm_queue_size, minimum=1),
             detector_model=r.path("DETECTOR_MODEL"),
-            detector_box_threshold=r.fraction("DETECTOR_BOX_THRESHOLD", 0.3),
-            detector_text_threshold=r.fraction("DETECTOR_TEXT_THRESHOLD", 0.25),
+            detector_box_threshold=r.fraction("DETECTOR_BOX_THRESHOLD", d.detector_box_threshold),
+            detector_text_threshold=r.fraction("DETECTOR_TEXT_THRESHOLD", d.detector_text_threshold),
             detector_phrases=r.text("DETECTOR_PHRASES"),
-            predict_budget_s=r.number("PREDICT_BUDGET_S", 60.0),
+            predict_budget_s=r.number("PREDICT_BUDGET_S", d.predict_budget_s),
         )
+
+
+def env_defaults() -> dict[str, str]:
+    """Each variable's default as it would be written in the environment, from `Settings`'s
+    fields (the README's table is tested against this). Variables without a fixed default
+    (paths derived at start, credentials) are absent."""
+    d = Settings()
+
+    def flag(value: bool) -> str:
+        return "true" if value else "false"
+
+    return {
+        "MODEL_SIZE": DEFAULT_MODEL_SIZE,
+        "DEVICE": d.device,
+        "WARMUP": flag(d.warmup),
+        "LABEL_STUDIO_VERIFY_SSL": flag(d.label_studio_verify_ssl),
+        "LOG_LEVEL": d.log_level,
+        "FEATURE_CACHE_MB": str(d.feature_cache_bytes // MiB),
+        "IMAGE_CACHE_MB": str(d.image_cache_bytes // MiB),
+        "MAX_IMAGE_PIXELS": str(d.max_image_pixels),
+        "MAX_DOWNLOAD_MB": str(d.max_download_bytes // MiB),
+        "MAX_BODY_MB": str(d.max_body_bytes // MiB),
+        "MAX_PROMPT_POINTS": str(d.max_prompt_points),
+        "CONNECT_TIMEOUT_S": f"{d.connect_timeout_s:g}",
+        "DOWNLOAD_TIMEOUT_S": f"{d.download_timeout_s:g}",
+        "ALLOW_LOCAL_FILES": flag(d.allow_local_files),
+        "DEFAULT_EXTRA_PARAMS": json.dumps(dict(d.default_extra_params)),
+        "EMPTY_PREDICTION_ON_NO_CONTEXT": flag(d.empty_prediction_on_no_context),
+        "PREWARM": flag(d.prewarm),
+        "PREWARM_MAX_TASKS": str(d.prewarm_max_tasks),
+        "PREWARM_QUEUE_SIZE": str(d.prewarm_queue_size),
+        "DETECTOR_BOX_THRESHOLD": f"{d.detector_box_threshold:g}",
+        "DETECTOR_TEXT_THRESHOLD": f"{d.detector_text_threshold:g}",
+        "PREDICT_BUDGET_S": f"{d.predict_budget_s:g}",
+    }
 
 
 def normalize_model_config(value: str) -> str:
@@ -266,14 +325,13 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        value = self.text(name).lower()
+        value = self.text(name)
         if not value:
             return default
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(name, f"must be true or false, got {value!r}")
+        parsed = parse_flag(value)
+        if parsed is None:
+            raise SettingsError(name, f"must be true or false, got {value.lower()!r}")
+        return parsed
 
     def integer(self, name: str, default: int, minimum: int) -> int:
         value = self.text(name)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from function.checkpoints import CHECKPOINTS
+from function.core.checkpoints import CHECKPOINTS
 
 from .fakes import FakeModel
 
@@ -38,7 +38,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sam2_model(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
     """Loaded through the production path (`build_sam2(config, checkpoint)`)."""
-    from function.engine import Sam2Model
+    from function.core.sam2_model import Sam2Model
 
     return Sam2Model.load(TINY.config, tiny_checkpoint, "cpu")
 
@@ -73,6 +73,6 @@ def tiny_detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_detector_dir: Path):  # type: ignore[no-untyped-def]
     """Loaded through the production path."""
-    from function.core.detector import TransformersDetector
+    from function.core.hf_detector import TransformersDetector
 
     return TransformersDetector.load(tiny_detector_dir, "cpu")

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from function.app import App
+from function.service.app import App
 
 from .support import call, encode_image, sample_array
 

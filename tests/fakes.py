@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from function.engine import ImageFeatures, Segmentation
-from function.prompts import POSITIVE, Prompt
+from function.core.model import ImageFeatures, Segmentation
+from function.core.prompts import POSITIVE, Prompt
 
 
 class FakeModel:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import nuclio_sdk
 
-from function.app import App
-from function.demo import demo_routes
-from function.server import LocalServer
+from function.service.app import App
+from function.service.server import LocalServer
+from function.tools.demo import demo_routes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # handler.py lives at the root
 import handler
@@ -25,6 +25,6 @@ def serve_app(app: App) -> Iterator[LocalServer]:
     """Serve `app` through handler.py exactly as `python -m function serve` does, demo page included."""
     context = nuclio_sdk.Context(nuclio_sdk.Logger(logging.WARNING, "test"), worker_id=0)
     context.user_data.app = app
-    server = LocalServer(("127.0.0.1", 0), handler, context=context, static_routes=demo_routes())
+    server = LocalServer(("127.0.0.1", 0), handler.handler, context, static_routes=demo_routes())
     with running(server):
         yield server

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from function.app import App, Reply
-from function.engine import ImageFeatures, Segmentation
-from function.prompts import POSITIVE, Prompt
+from function.core.model import ImageFeatures, Segmentation
+from function.core.prompts import POSITIVE, Prompt
+from function.service.app import App, Reply
 
 from .fakes import FakeModel
 from .support import call, data_uri, encode_image, keypoint, predict_body, sample_array
@@ -77,8 +77,6 @@ class ImageIdModel(FakeModel):
 
 
 def stop_background_work(app: App) -> None:
-    """Stop the app's prewarm worker if this build has one, so no thread outlives the test
-    (tests elsewhere check that a prewarm-off app starts no prewarm thread)."""
-    prewarmer = getattr(app, "prewarmer", None)
-    if prewarmer is not None:
-        prewarmer.close()
+    """Stop the app's prewarm worker, so no thread outlives the test (tests elsewhere check
+    that a prewarm-off app starts no prewarm thread)."""
+    app.close()

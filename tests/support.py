@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from function.app import App, Reply, Request
-from function.engine import SegmentationModel
+from function.core.model import SegmentationModel
+from function.service.app import App, Reply, Request
+from function.service.compose import build_app
 from function.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "labelstudio"
@@ -53,7 +54,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 def make_app(tmp_path: Path, model: SegmentationModel, **overrides: Any) -> App:
-    return App.create(make_settings(tmp_path, **overrides), model=model)
+    return build_app(make_settings(tmp_path, **overrides), model=model)
 
 
 def call(app: App, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from function.errors import BadGateway
-from function.images import ImageCache
-from function.labelstudio.auth import LabelStudioAuth, is_personal_access_token, jwt_claims
-from function.labelstudio.media import MediaFetcher
+from function.adapters.errors import UpstreamFailed
+from function.adapters.labelstudio.auth import LabelStudioAuth, is_personal_access_token, jwt_claims
+from function.adapters.labelstudio.media import MediaFetcher
+from function.core.images import ImageCache
 
 from .fakes import FakeModel
 from .support import (
@@ -127,7 +127,7 @@ def test_401_refreshes_once_and_retries_once(tmp_path: Path, ls: FakeLabelStudio
 def test_401_again_after_the_retry_gives_up(tmp_path: Path, ls: FakeLabelStudio) -> None:
     ls.authorized = lambda headers: False  # type: ignore[method-assign]
     media = fetcher(tmp_path, LabelStudioAuth(ls.url, ls.pat), ls.url)
-    with pytest.raises(BadGateway) as info:
+    with pytest.raises(UpstreamFailed) as info:
         media.load(next(iter(FILES)))
     assert len(gets(ls)) == 2 and ls.refreshes == 2  # one retry, not a loop
     assert "LABEL_STUDIO_API_KEY" in info.value.message and ls.pat not in info.value.message
@@ -168,7 +168,7 @@ def test_unreachable_label_studio_is_a_502(tmp_path: Path) -> None:
     with fake_label_studio() as gone:
         url = gone.url
     auth = LabelStudioAuth(url, FakeLabelStudio().pat, timeout_s=2)
-    with pytest.raises(BadGateway):
+    with pytest.raises(UpstreamFailed):
         auth.headers()
 
 

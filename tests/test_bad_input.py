@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from function.app import App
+from function.service.app import App
 
 from .fakes import FakeModel
 from .image_host import Route, image_host

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from label_studio_sdk.converter import brush
 
-from function.labelstudio.brush import mask_to_rle
+from function.adapters.labelstudio.brush import mask_to_rle
 
 
 def sdk_rle(mask: np.ndarray) -> list[int]:

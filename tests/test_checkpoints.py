@@ -14,9 +14,16 @@ from typing import Any
 
 import pytest
 
-from function.checkpoints import CHECKPOINTS, Checkpoint, DownloadError, download, sha256_of
+from function.core.checkpoints import (
+    CHECKPOINTS,
+    Checkpoint,
+    CheckpointMissing,
+    DownloadError,
+    download,
+    require_checkpoint,
+    sha256_of,
+)
 from function.settings import Settings
-from function.startup import CheckpointMissing, require_checkpoint
 
 from .support import running
 
@@ -95,7 +102,7 @@ def test_published_checkpoints_point_at_meta() -> None:
 def test_require_checkpoint_names_the_download_command(tmp_path: Path) -> None:
     settings = Settings.from_env({"CHECKPOINT_DIR": str(tmp_path), "MODEL_SIZE": "small"})
     with pytest.raises(CheckpointMissing) as info:
-        require_checkpoint(settings)
+        require_checkpoint(settings.model_checkpoint, settings.model_config)
     assert "checkpoint missing" in str(info.value)
     assert "python -m function download-checkpoint small" in str(info.value)
 

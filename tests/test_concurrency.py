@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 import handler
-from function.app import App
-from function.nuclio import NuclioLogHandler, configure_logging
-from function.server import LocalServer
+from function.service.app import App
+from function.service.nuclio import NuclioLogHandler, configure_logging
+from function.service.server import LocalServer
 
 from .reliability_support import ImageIdModel, id_disc, rle_mask
 from .support import data_uri, encode_image, keypoint, make_app, predict_body, running
@@ -44,7 +44,7 @@ def running_server(app: App, max_body_bytes: int = 64 * 2**20, log_to_context: b
     context.user_data.app = app
     if log_to_context:
         configure_logging(app.settings, NuclioLogHandler(context.logger))
-    server = LocalServer(("127.0.0.1", 0), handler, max_body_bytes=max_body_bytes, context=context)
+    server = LocalServer(("127.0.0.1", 0), handler.handler, context, max_body_bytes=max_body_bytes)
     with running(server):
         yield server.url
 

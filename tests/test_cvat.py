@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from function.app import App
-from function.cvat import empty_result, render
-from function.engine import ImageFeatures, Segmentation
-from function.prompts import NEGATIVE, Prompt
+from function.adapters.cvat import empty_result, render
+from function.core.model import ImageFeatures, Segmentation
+from function.core.prompts import NEGATIVE, Prompt
+from function.service.app import App
 
 from .cvat_support import EMPTY, FRAME, H, W, b64, body, disc, full_frame, interact
 from .fakes import FakeModel

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from function.app import App
 from function.core.detector import TextPrompt
+from function.service.app import App
+from function.service.compose import build_app
 from function.settings import KNOWN_ENV, Settings, SettingsError
 
 from .fakes import FakeModel
@@ -30,7 +31,7 @@ FRAME = base64.b64encode(encode_image(sample_array(W, H))).decode()
 def make(tmp_path: Path, detector_dir: Path | None, **kw: Any) -> App:
     kw.setdefault("detector_phrases", "car. cat. dog")
     settings = make_settings(tmp_path, detector_model=detector_dir, detector_text_threshold=0.0, **kw)
-    return App.create(settings, model=FakeModel())
+    return build_app(settings, model=FakeModel())
 
 
 def test_the_reply_is_the_list_cvat_expects(tmp_path: Path, tiny_detector_dir: Path) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import handler
-from function.app import App
-from function.server import LocalServer
+from function.service.app import App
+from function.service.server import LocalServer
 
 from .cvat_support import H, W, body, full_frame, interact
 from .fakes import FakeModel
@@ -33,7 +33,7 @@ def app(tmp_path: Path, fake_model: FakeModel) -> App:
 @pytest.fixture
 def server(app: App) -> Iterator[LocalServer]:
     context = handler_context(app)
-    srv = LocalServer(("127.0.0.1", 0), handler, context=context)
+    srv = LocalServer(("127.0.0.1", 0), handler.handler, context)
     with running(srv):
         yield srv
 

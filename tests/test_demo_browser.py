@@ -15,9 +15,9 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
-from function.labelstudio.brush import mask_to_rle
-from function.sample import BALL_CENTRE, SAMPLE_SIZE
-from function.server import LocalServer
+from function.adapters.labelstudio.brush import mask_to_rle
+from function.service.server import LocalServer
+from function.tools.sample import BALL_CENTRE, SAMPLE_SIZE
 
 from .browser import Page, chromium, chromium_or_skip
 from .fakes import FakeModel

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from function.checkpoints import CHECKPOINTS
+from function.core.checkpoints import CHECKPOINTS
 from function.settings import KNOWN_ENV, Settings
 
 from .deploy_rules import (

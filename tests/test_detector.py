@@ -10,14 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from function.core.detector import (
-    DetectorMissing,
-    TextPrompt,
-    TextPromptError,
-    Thresholds,
-    TransformersDetector,
-    snap_phrase,
-)
+from function.core.detector import DetectorMissing, TextPrompt, TextPromptError, Thresholds, snap_phrase
+from function.core.hf_detector import TransformersDetector
 
 from .support import sample_array
 

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from function.engine import EncoderInput, Engine, FeatureCache, ImageFeatures
-from function.geometry import Box
-from function.images import ImageCache, LoadedImage
-from function.pipeline import segment
-from function.prompts import Prompt
+from function.core.engine import EncoderInput, Engine, FeatureCache
+from function.core.geometry import Box
+from function.core.images import ImageCache, LoadedImage
+from function.core.model import ImageFeatures
+from function.core.pipeline import Segmenter
+from function.core.prompts import Prompt
 
 from .fakes import FakeModel
 from .support import encode_image, sample_array
@@ -146,11 +147,11 @@ def test_second_click_on_the_same_image_runs_no_encoder_pass() -> None:
 def test_pixels_are_not_decoded_on_a_cache_hit() -> None:
     model = FakeModel()
     engine = Engine(model, FeatureCache(100 * MiB))
-    images = ImageCache(100 * MiB)
+    segmenter = Segmenter(engine, ImageCache(100 * MiB))
     image = LoadedImage.from_bytes(encode_image(sample_array()), 10**8)
-    segment(engine, image, Prompt.build([(10, 10)], [], None), images)
+    segmenter.segment(image, Prompt.build([(10, 10)], [], None))
     twin = LoadedImage.from_bytes(encode_image(sample_array()), 10**8)  # same bytes, new object
-    result = segment(engine, twin, Prompt.build([(20, 20)], [], None), images)
+    result = segmenter.segment(twin, Prompt.build([(20, 20)], [], None))
     assert result.cached and not twin.is_decoded
     assert model.encode_calls == 1
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import handler
-from function.app import ROUTES, App, Reply, Request
-from function.server import make_event
+from function.service.app import ROUTES, App, Reply, Request
+from function.service.server import make_event
 
 from .fakes import FakeModel
 from .reliability_support import SMALL_URI, assert_still_serves, stop_background_work

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from function.errors import Unprocessable
-from function.geometry import Box, Crop, PatchSpec, Resize, ResizeSpec, View, holds, plan_patch
+from function.core.errors import PatchTooSmall, ResizeNotPossible
+from function.core.geometry import Box, Crop, PatchSpec, Resize, ResizeSpec, View, holds, plan_patch
 
 sizes = st.integers(1, 64)
 offsets = st.integers(-80, 80)
@@ -130,7 +130,7 @@ def test_resize_spec_plans() -> None:
     assert ResizeSpec(size=(1024, 1024)).plan(2000, 1500) == Resize((2000, 1500), (1024, 1024))
     assert ResizeSpec(size=(2000, 1500)).plan(2000, 1500) is None
     assert ResizeSpec(scale=0.0001).plan(100, 100) == Resize((100, 100), (1, 1))
-    with pytest.raises(Unprocessable, match=r"fullframe_resize.*only downscaling"):
+    with pytest.raises(ResizeNotPossible, match=r"resize target .* only downscaling"):
         ResizeSpec(size=(1024, 1024)).plan(2000, 800)
 
 
@@ -189,7 +189,7 @@ def test_anchor_padding_mode_around_the_corner() -> None:
 
 
 def test_oversize_refused_when_not_allowed() -> None:
-    with pytest.raises(Unprocessable, match="allow_oversize"):
+    with pytest.raises(PatchTooSmall, match="oversize patches are not allowed"):
         plan_patch(Box(0, 0, 1100, 100), 2000, 1500, PatchSpec(allow_oversize=False))
 
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 from label_studio_sdk.converter import brush
 
-from function.server import LocalServer
+from function.service.server import LocalServer, build_context
 
 from .lsfixture import LabelStudioServer
 from .support import LABEL_CONFIG, encode_image, keypoint, rectangle, running, sample_array
@@ -50,7 +50,9 @@ def function_server(
         for key, value in env.items():
             mp.setenv(key, value)
         handler_module = importlib.import_module("handler")
-        server = LocalServer(("127.0.0.1", 0), handler_module)
+        context = build_context()
+        handler_module.init_context(context)
+        server = LocalServer(("127.0.0.1", 0), handler_module.handler, context)
     with running(server):
         yield server
 

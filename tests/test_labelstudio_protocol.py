@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter import brush
 
-from function.app import App
+from function.service.app import App
 
 from .fakes import FakeModel
 from .support import (

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from function.server import LocalServer
+from function.service.server import LocalServer, build_context
 
 from .lsfixture import LabelStudioServer
 from .support import encode_image, running, sample_array
@@ -57,7 +57,10 @@ def text_function(
             mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        server = LocalServer(("127.0.0.1", 0), importlib.import_module("handler"))
+        handler_module = importlib.import_module("handler")
+        context = build_context()
+        handler_module.init_context(context)
+        server = LocalServer(("127.0.0.1", 0), handler_module.handler, context)
     with running(server):
         yield server
 

@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from function.labelstudio.interface import Control
-from function.labelstudio.results import polygon_regions, rectangle_regions
-from function.masks import (
+from function.adapters.labelstudio.interface import Control
+from function.adapters.labelstudio.results import polygon_regions, rectangle_regions
+from function.core.masks import (
     PostprocessSpec,
     component_boxes,
     component_masks,

@@ -15,10 +15,11 @@ import pytest
 from label_studio_sdk.converter import brush
 from PIL import Image
 
-from function.errors import HttpError
-from function.images import ImageCache, LoadedImage
-from function.labelstudio.auth import LabelStudioAuth
-from function.labelstudio.media import MediaFetcher
+from function.adapters.labelstudio.auth import LabelStudioAuth
+from function.adapters.labelstudio.media import MediaFetcher
+from function.core.errors import ExpectedError
+from function.core.images import ImageCache, LoadedImage
+from function.service.errors import status_for
 
 from .fakes import FakeModel
 from .support import (
@@ -74,9 +75,9 @@ def test_upload_path_under_a_subpath_deployment(tmp_path: Path) -> None:
 
 
 def test_label_studio_path_without_label_studio_url_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(HttpError) as info:
+    with pytest.raises(ExpectedError) as info:
         media(tmp_path).load("/data/upload/3/a.png")
-    assert info.value.status == 422 and "LABEL_STUDIO_URL" in info.value.message
+    assert status_for(info.value) == 422 and "LABEL_STUDIO_URL" in info.value.message
 
 
 def test_cloud_uri_is_presigned_with_the_task_id(tmp_path: Path) -> None:
@@ -98,18 +99,18 @@ def test_cloud_uri_is_presigned_with_the_task_id(tmp_path: Path) -> None:
         assert path.path == "/tasks/7/presign/"
         assert base64.urlsafe_b64decode(parse_qs(path.query)["fileuri"][0]).decode() == uri
         assert request[2]["Authorization"] == f"Token {ls.legacy}"
-        with pytest.raises(HttpError) as info:
+        with pytest.raises(ExpectedError) as info:
             m.load("gs://bucket/b.png", task_id=None)
-        assert info.value.status == 422 and "task id" in info.value.message
+        assert status_for(info.value) == 422 and "task id" in info.value.message
 
 
 def test_file_uri_refused_by_default(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(PNG)
     for value in (f"file://{path}", str(path)):
-        with pytest.raises(HttpError) as info:
+        with pytest.raises(ExpectedError) as info:
             media(tmp_path).load(value)
-        assert info.value.status == 400 and "ALLOW_LOCAL_FILES" in info.value.message
+        assert status_for(info.value) == 400 and "ALLOW_LOCAL_FILES" in info.value.message
     assert media(tmp_path, allow_local_files=True).load(f"file://{path}").width == 64
 
 
@@ -119,9 +120,9 @@ def test_local_files_under_document_root(tmp_path: Path) -> None:
     (root / "sub" / "a.png").write_bytes(PNG)
     m = media(tmp_path, "http://ls.invalid", "k" * 40, local_files_document_root=root)
     assert m.load("/data/local-files/?d=sub/a.png").width == 64
-    with pytest.raises(HttpError) as info:
+    with pytest.raises(ExpectedError) as info:
         m.load("/data/local-files/?d=../../etc/passwd")
-    assert info.value.status == 400
+    assert status_for(info.value) == 400
 
 
 def test_second_load_of_the_same_url_does_no_fetch(tmp_path: Path, ls: FakeLabelStudio) -> None:
@@ -197,6 +198,6 @@ def test_rgba_transparency_does_not_break_decoding() -> None:
 
 
 def test_not_an_image_is_a_422(tmp_path: Path) -> None:
-    with pytest.raises(HttpError) as info:
+    with pytest.raises(ExpectedError) as info:
         media(tmp_path).load(data_uri(b"hello", "image/png"))
-    assert info.value.status == 422
+    assert status_for(info.value) == 422

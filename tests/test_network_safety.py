@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from function.app import App
+from function.service.app import App
 
 from .fakes import FakeModel
 from .image_host import Route, image_host

@@ -22,10 +22,10 @@ from label_studio_sdk.converter import brush
 from nuclio_sdk.test import Platform
 
 import handler
-from function.engine import EncoderInput
-from function.geometry import Box
-from function.images import content_key
-from function.prompts import Prompt
+from function.core.engine import EncoderInput
+from function.core.geometry import Box
+from function.core.images import content_key
+from function.core.prompts import Prompt
 
 from .fakes import FakeModel
 from .support import data_uri, encode_image, keypoint, make_app, predict_body, rectangle, sample_array
@@ -86,7 +86,7 @@ def call(platform: Platform, *args: Any, **kwargs: Any) -> tuple[int, Any]:
 
 @pytest.mark.sam2
 def test_init_context_loads_sam2_once(platform: Platform) -> None:
-    from function.engine import Sam2Model
+    from function.core.sam2_model import Sam2Model
 
     app = platform._get_handler_context(handler.handler).user_data.app
     assert isinstance(app.engine.model, Sam2Model)
@@ -227,7 +227,7 @@ def test_init_context_without_a_checkpoint_logs_one_clear_line_and_fails(
 ) -> None:
     from unittest.mock import MagicMock
 
-    from function.startup import CheckpointMissing
+    from function.core.checkpoints import CheckpointMissing
 
     monkeypatch.setenv("MODEL_CHECKPOINT", str(tmp_path / "sam2.1_hiera_tiny.pt"))
     logger = MagicMock()

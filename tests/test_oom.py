@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from function.app import App
-from function.engine import ImageFeatures, Segmentation
-from function.prompts import Prompt
+from function.core.errors import OutOfMemory
+from function.core.model import ImageFeatures, Segmentation
+from function.core.prompts import Prompt
+from function.core.sam2_model import Sam2Model
+from function.service.app import App
 
 from .fakes import FakeModel
 from .reliability_support import assert_json_error, assert_still_serves, predicted_mask
@@ -21,17 +23,15 @@ from .support import call, data_uri, encode_image, keypoint, make_app, predict_b
 class OomModel(FakeModel):
     """Raises out-of-memory on the next `fail_encodes` encodes / `fail_decodes` decodes."""
 
-    def __init__(self, error: type[BaseException] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__(radius=5)
         self.fail_encodes = 0
         self.fail_decodes = 0
         self.freed = 0
-        self.error = error
 
     def _oom(self) -> BaseException:
-        if self.error is None:
-            return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return RuntimeError("CUDA error: out of memory")
+        # The model contract: a device OOM surfaces as the domain's OutOfMemory.
+        return OutOfMemory("cuda out of memory")
 
     def encode(self, image: np.ndarray) -> ImageFeatures:
         if self.fail_encodes:
@@ -65,12 +65,26 @@ def warm_cache(app: App, model: OomModel, count: int = 3) -> None:
     assert len(model.encoded_images) == count
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: out of memory"),
+    ],
+    ids=["OutOfMemoryError", "RuntimeError"],
+)
+def test_sam2_model_reports_torch_oom_as_the_domain_error(error: BaseException) -> None:
+    model = object.__new__(Sam2Model)  # only the device matters to the inference context
+    model.device = "cpu"
+    with pytest.raises(OutOfMemory), model._inference():
+        raise error
+    with pytest.raises(RuntimeError, match="shape mismatch"), model._inference():
+        raise RuntimeError("shape mismatch in conv")
+
+
 @pytest.mark.parametrize("where", ["encode", "decode"])
-@pytest.mark.parametrize("error", [None, RuntimeError], ids=["OutOfMemoryError", "RuntimeError"])
-def test_one_oom_is_retried_after_trimming_the_cache(
-    tmp_path: Path, where: str, error: type[BaseException] | None
-) -> None:
-    model = OomModel(error)
+def test_one_oom_is_retried_after_trimming_the_cache(tmp_path: Path, where: str) -> None:
+    model = OomModel()
     app = make_app(tmp_path, model)
     warm_cache(app, model)
     assert len(app.engine.cache) == 3

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from function.app import App
-from function.engine import Segmentation
-from function.masks import dilate
-from function.prompts import POSITIVE, Prompt
+from function.core.masks import dilate
+from function.core.model import Segmentation
+from function.core.prompts import POSITIVE, Prompt
+from function.service.app import App
 
 from .fakes import FakeModel
 from .support import call, data_uri, encode_image, keypoint, make_app, predict_body, rectangle
@@ -212,7 +212,7 @@ def test_oversize_box_grows_the_patch_or_falls_back_to_full_frame(app: App, mode
 def test_oversize_refused_is_a_422_not_a_500(app: App) -> None:
     setup(app, {"subpatching": {"patch_size": 512, "allow_oversize": False}})
     error = predict(app, (2000, 1500), [box_region(100, 100, 700, 200, 2000, 1500)], status=422)
-    assert "allow_oversize" in error
+    assert error.startswith("extra_params.subpatching: ") and "oversize patches are not allowed" in error
 
 
 def test_repeated_clicks_inside_one_patch_encode_once(app: App, model: FakeModel) -> None:

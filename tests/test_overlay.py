@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from function.labelstudio.brush import mask_to_rle
-from function.overlay import DrawnPrompt, RegionError, region_shape, render_cutout, render_overlay
-from function.probe_prompt import PromptError, build_prompt, parse_geometry, parse_point
+from function.adapters.labelstudio.brush import mask_to_rle
+from function.tools.overlay import DrawnPrompt, RegionError, region_shape, render_cutout, render_overlay
+from function.tools.probe_prompt import PromptError, build_prompt, parse_geometry, parse_point
 
 W, H = 200, 100
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from function.errors import BadRequest
-from function.geometry import PatchSpec, ResizeSpec
-from function.labelstudio.interface import parse_label_config
-from function.labelstudio.params import Options, ReturnFormat, decode_extra_params, parse_options
-from function.masks import PostprocessSpec
+from function.adapters.errors import BadRequest
+from function.adapters.labelstudio.interface import parse_label_config
+from function.adapters.labelstudio.params import Options, ReturnFormat, decode_extra_params, parse_options
+from function.core.geometry import PatchSpec, ResizeSpec
+from function.core.masks import PostprocessSpec
 
 from .fakes import FakeModel
 from .support import LABEL_CONFIG, call, make_app
@@ -41,7 +41,7 @@ def test_empty_params_are_stock_behaviour() -> None:
     assert options == Options()
     assert options.return_format == ReturnFormat("BrushLabels", 1.0, 100)
     assert options.fullframe_resize is None and options.subpatching is None
-    assert options.postprocess.is_noop and options.carries_label
+    assert options.postprocess.is_noop and options.return_type == "BrushLabels"
 
 
 def test_the_spec_example_validates() -> None:
@@ -79,7 +79,6 @@ def test_every_option_with_a_value() -> None:
     assert options.subpatching == PatchSpec((800, 600), "padding", (128, 128, 128), False, 0.1)
     assert options.postprocess == PostprocessSpec(0.5, True, 0.25)
     assert options.return_format == ReturnFormat("Polygon", 0.01, 50)
-    assert not options.carries_label
 
 
 # -- keys ----------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from function.app import App
-from function.preannotate import LabelStudioClient, preannotate
+from function.service.compose import build_app
+from function.tools.preannotate import LabelStudioClient, preannotate
 
 from .fakes import FakeModel
 from .support import data_uri, encode_image, make_settings, running, sample_array
@@ -86,7 +86,7 @@ def test_every_task_gets_a_prediction_and_a_rerun_skips_them(tmp_path: Path, tin
     project = FakeProject(5)
     model = FakeModel()
     settings = make_settings(tmp_path, detector_model=tiny_detector_dir, prewarm=False)
-    app = App.create(settings, model=model)
+    app = build_app(settings, model=model)
     prompt = {"default": "car. cat", "box_threshold": 0.0, "text_threshold": 0.0}
     with fake_ls(project) as url:
         client = LabelStudioClient(url, TOKEN)

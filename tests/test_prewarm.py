@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from function.app import App
-from function.images import content_key
+from function.core.images import content_key
+from function.service.app import App
 
 from .fakes import FakeModel
 from .support import (

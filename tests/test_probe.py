@@ -13,10 +13,10 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
-from function import probe, probe_cli
 from function.__main__ import main
-from function.sample import BALL_CENTRE, SAMPLE_SIZE, sample_png
-from function.server import LocalServer
+from function.service.server import LocalServer
+from function.tools import probe, probe_cli
+from function.tools.sample import BALL_CENTRE, SAMPLE_SIZE, sample_png
 
 from .fakes import FakeModel
 from .local_function import serve_app
@@ -199,7 +199,7 @@ def test_without_url_it_falls_back_to_in_process(
 def test_in_process_with_real_sam2(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The production path: App.create(Settings.from_env) loads SAM2 (random weights) here."""
+    """The production path: build_app(Settings.from_env) loads SAM2 (random weights) here."""
     monkeypatch.setenv("MODEL_CHECKPOINT", str(tiny_checkpoint))
     monkeypatch.setenv("DEVICE", "cpu")
     monkeypatch.setenv("PROJECT_STORE_DIR", str(tmp_path / "projects"))

@@ -15,9 +15,10 @@ import pytest
 import requests
 from PIL import Image
 
-from function.app import App
-from function.sagemaker import coco_rle, rle_counts, rle_string
-from function.sagemaker_server import SageMakerServer
+from function.adapters.sagemaker import coco_rle, rle_counts, rle_string
+from function.service.app import App
+from function.service.compose import build_app
+from function.service.sagemaker_server import SageMakerServer
 
 from .fakes import FakeModel
 from .image_host import Route, image_host
@@ -70,7 +71,7 @@ def test_rle_string_matches_pycocotools_known_value() -> None:
 @pytest.fixture
 def app(tmp_path: Path, tiny_detector_dir: Path) -> App:
     settings = make_settings(tmp_path, detector_model=tiny_detector_dir, detector_text_threshold=0.0)
-    return App.create(settings, model=FakeModel())
+    return build_app(settings, model=FakeModel())
 
 
 def invoke(app: App, body: Any) -> Any:
@@ -136,10 +137,10 @@ def test_image_urls_are_fetched_with_the_label_studio_safety_rules(
 ) -> None:
     with image_host({"/a.png": Route(PNG)}) as host:
         base = host.url
-        allowed = App.create(make_settings(tmp_path, allowed_image_hosts=("127.0.0.1",)), model=FakeModel())
+        allowed = build_app(make_settings(tmp_path, allowed_image_hosts=("127.0.0.1",)), model=FakeModel())
         ok = invoke(allowed, {"action": "sam2", "image": f"{base}/a.png", "x": 10, "y": 10})
         assert ok.status == 200, ok.body
-        denied = App.create(
+        denied = build_app(
             make_settings(tmp_path, allowed_image_hosts=("images.example.com",)), model=FakeModel()
         )
         refused = invoke(denied, {"action": "sam2", "image": f"{base}/a.png", "x": 10, "y": 10})
@@ -175,7 +176,7 @@ def test_bad_invocations_are_4xx_json_naming_the_field(app: App, body: Any, stat
 
 
 def test_langsam_without_a_detector_is_a_422(tmp_path: Path) -> None:
-    app = App.create(make_settings(tmp_path), model=FakeModel())
+    app = build_app(make_settings(tmp_path), model=FakeModel())
     reply = invoke(app, {"action": "langsam", "image": B64, "text_prompt": "car"})
     assert reply.status == 422 and "DETECTOR_MODEL" in reply.body["error"]
 
@@ -186,7 +187,7 @@ def test_the_server_answers_503_until_the_models_are_loaded(tmp_path: Path, tiny
 
     def build() -> App:
         release.wait(10)
-        return App.create(make_settings(tmp_path, detector_model=tiny_detector_dir), model=FakeModel())
+        return build_app(make_settings(tmp_path, detector_model=tiny_detector_dir), model=FakeModel())
 
     with running(server) as url:
         loading = server.load_in_background(build)

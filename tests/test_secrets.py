@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from function.app import App, Reply, Request
-from function.nuclio import configure_logging
-from function.redact import Redactor
+from function.service.app import App, Reply, Request
+from function.service.nuclio import configure_logging
+from function.service.redact import Redactor
 from function.settings import SECRET_ENV, Settings
 
 from .fakes import FakeModel

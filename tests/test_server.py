@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,17 @@ import requests
 from label_studio_sdk.converter import brush
 
 import handler
-from function.server import LocalServer, canonical_header, make_event
+from function.service.server import LocalServer, canonical_header, make_event
 
 from .fakes import FakeModel
 from .support import data_uri, encode_image, keypoint, make_app, predict_body, running, sample_array
 
 
 class Spy:
-    """A handler module that records each event and delegates to the real handler."""
+    """A handler that records each event and delegates to the real handler."""
 
     def __init__(self) -> None:
         self.events: list[nuclio_sdk.Event] = []
-        self.module = types.ModuleType("spy_handler")
-        self.module.handler = self.handler  # type: ignore[attr-defined]
 
     def handler(self, context: Any, event: nuclio_sdk.Event) -> Any:
         self.events.append(event)
@@ -54,7 +51,7 @@ def spy() -> Spy:
 
 @pytest.fixture
 def server(tmp_path: Path, model: FakeModel, spy: Spy) -> Iterator[LocalServer]:
-    s = LocalServer(("127.0.0.1", 0), spy.module, context=fake_context(tmp_path, model), max_body_bytes=2**20)
+    s = LocalServer(("127.0.0.1", 0), spy.handler, fake_context(tmp_path, model), max_body_bytes=2**20)
     with running(s):
         yield s
 
@@ -131,7 +128,7 @@ def test_body_over_the_limit_is_413(server: LocalServer, spy: Spy) -> None:
 
 def test_concurrent_clients(tmp_path: Path) -> None:
     model = FakeModel(encode_seconds=0.05)
-    s = LocalServer(("127.0.0.1", 0), handler, context=fake_context(tmp_path, model))
+    s = LocalServer(("127.0.0.1", 0), handler.handler, fake_context(tmp_path, model))
     s.start_background()
     sizes = [(320 + 16 * i, 240 + 8 * i) for i in range(8)]
     results: dict[int, Any] = {}
@@ -168,7 +165,7 @@ def test_concurrent_clients(tmp_path: Path) -> None:
 
 def test_basic_auth_header_reaches_the_client(tmp_path: Path) -> None:
     context = fake_context(tmp_path, FakeModel(), basic_auth_user="u", basic_auth_pass="p")
-    s = LocalServer(("127.0.0.1", 0), handler, context=context)
+    s = LocalServer(("127.0.0.1", 0), handler.handler, context)
     s.start_background()
     try:
         resp = requests.get(f"{s.url}/health", timeout=10)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from function.checkpoints import CHECKPOINTS
-from function.settings import KNOWN_ENV, LEGACY_IGNORED, SECRET_ENV, Settings, SettingsError
+from function.core.checkpoints import CHECKPOINTS
+from function.settings import KNOWN_ENV, LEGACY_IGNORED, SECRET_ENV, Settings, SettingsError, env_defaults
 
 
 def env(tmp_path: Path, **values: str) -> dict[str, str]:
@@ -288,7 +290,7 @@ def test_every_variable_read_is_known(tmp_path: Path) -> None:
 
 
 def test_invalid_default_extra_params_fail_at_start_naming_the_variable(tmp_path: Path) -> None:
-    from function.app import Request
+    from function.service.app import Request
 
     from .fakes import FakeModel
     from .support import make_app
@@ -297,3 +299,45 @@ def test_invalid_default_extra_params_fail_at_start_naming_the_variable(tmp_path
         make_app(tmp_path, FakeModel(), default_extra_params={"subpatching": {"patch_size": True}})
     app = make_app(tmp_path, FakeModel(), default_extra_params={"subpatching": {"patch_size": 512}})
     assert app.handle(Request("GET", "/health")).status == 200
+
+
+def readme_environment_rows() -> dict[str, str]:
+    """README's Environment table: variable name -> its default cell (names and defaults pair up
+    in order when a row lists several, e.g. | `A`, `B` | `5`, `30` |)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Environment", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        defaults = re.findall(r"`([^`]*)`", cells[1])
+        for i, name in enumerate(names):
+            rows[name] = defaults[i] if len(defaults) == len(names) else ""
+    return rows
+
+
+def test_readme_environment_table_matches_the_settings() -> None:
+    rows = readme_environment_rows()
+    documented = set(KNOWN_ENV) - set(LEGACY_IGNORED)
+    assert documented <= set(rows), f"missing from README: {sorted(documented - set(rows))}"
+    assert set(rows) <= set(KNOWN_ENV), (
+        f"README names unknown variables: {sorted(set(rows) - set(KNOWN_ENV))}"
+    )
+    for name, default in env_defaults().items():
+        assert rows[name] == default, (
+            f"README says {name} defaults to {rows[name]!r}, Settings to {default!r}"
+        )
+
+
+def test_every_known_variable_is_read_and_only_those() -> None:
+    read: list[str] = []
+
+    class Recording(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:
+            read.append(key)
+            return super().get(key, default)
+
+    Settings.from_env(Recording())
+    assert set(read) == set(KNOWN_ENV) - set(LEGACY_IGNORED)

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from label_studio_sdk.converter.brush import bits2byte, mask2rle
 
-import function.images as images_module
-from function.labelstudio.brush import _header, _pack, mask_to_rle, run_starts
-from function.prompts import Prompt
+import function.core.images as images_module
+from function.adapters.labelstudio.brush import _header, _pack, mask_to_rle, run_starts
+from function.core.prompts import Prompt
 
 from .fakes import FakeModel
 from .support import call, encode_image, fake_label_studio, keypoint, make_app, predict_body, sample_array

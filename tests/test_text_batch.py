@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from function.app import App
+from function.service.app import App
+from function.service.compose import build_app
 
 from .fakes import FakeModel
 from .support import call, data_uri, encode_image, make_settings, sample_array
@@ -32,7 +33,7 @@ def images(n: int) -> list[str]:
 
 def make(tmp_path: Path, detector_dir: Path, model: FakeModel, **kw: Any) -> App:
     settings = make_settings(tmp_path, detector_model=detector_dir, **kw)
-    app = App.create(settings, model=model)
+    app = build_app(settings, model=model)
     reply = call(
         app, "POST", "/setup", {"project": "7.1795445671", "schema": CONFIG, "extra_params": DEFAULT}
     )
@@ -76,13 +77,13 @@ def test_without_a_default_prompt_no_context_answers_as_before(
     tmp_path: Path, tiny_detector_dir: Path
 ) -> None:
     model = FakeModel()
-    app = App.create(make_settings(tmp_path, detector_model=tiny_detector_dir), model=model)
+    app = build_app(make_settings(tmp_path, detector_model=tiny_detector_dir), model=model)
     reply = call(app, "POST", "/predict", batch_body(images(2)))
     assert reply.status == 200 and reply.body["results"] == [] and model.encode_calls == 0
 
 
 def test_a_default_prompt_without_a_detector_is_a_422(tmp_path: Path) -> None:
-    app = App.create(make_settings(tmp_path), model=FakeModel())
+    app = build_app(make_settings(tmp_path), model=FakeModel())
     call(app, "POST", "/setup", {"project": "7.1795445671", "schema": CONFIG, "extra_params": DEFAULT})
     reply = call(app, "POST", "/predict", batch_body(images(2)))
     assert reply.status == 422 and "DETECTOR_MODEL" in reply.body["error"]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from function.app import App
+from function.service.app import App
+from function.service.compose import build_app
 
 from .fakes import FakeModel
 from .support import call, data_uri, encode_image, keypoint, make_settings, sample_array
@@ -26,7 +27,7 @@ def make_text_app(
     tmp_path: Path, detector_dir: Path | None, model: FakeModel | None = None, **kw: Any
 ) -> App:
     settings = make_settings(tmp_path, detector_model=detector_dir, **kw)
-    return App.create(settings, model=model or FakeModel())
+    return build_app(settings, model=model or FakeModel())
 
 
 @pytest.fixture
@@ -182,12 +183,12 @@ def test_real_sam2_masks_stay_inside_their_boxes_with_one_encode(
     tmp_path: Path, tiny_detector_dir: Path, sam2_model: Any
 ) -> None:
     settings = make_settings(tmp_path, detector_model=tiny_detector_dir, default_extra_params=LOOSE)
-    app = App.create(settings, model=sam2_model)
+    app = build_app(settings, model=sam2_model)
     assert app.text is not None
     from function.core.detector import TextPrompt, Thresholds
-    from function.images import LoadedImage
+    from function.core.images import LoadedImage
 
-    image = LoadedImage.from_array(sample_array(W, H))
+    image = LoadedImage.from_bytes(encode_image(sample_array(W, H)), 10**8)
     segments = app.text.segment(image, TextPrompt.parse("car. cat"), Thresholds(0.0, 0.0))
     assert segments and app.engine.stats.encoder_calls == 1
     assert app.engine.stats.decoder_calls == len(segments)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from function.app import App
+from function.service.app import App
 
 from .fakes import FakeModel
 from .reliability_support import assert_json_error, assert_still_serves, predicted_mask

@@ -1,52 +1,43 @@
 """Open-vocabulary detection: text + image -> boxes (pixels), scores, phrases.
 
-The default implementation runs a transformers zero-shot detector (Grounding DINO-T; the
-MM-Grounding-DINO-T checkpoints load through the same classes) from a local directory. It is
-loaded once per process, on the same device as SAM2, and never downloads anything: the weights
-come from `python -m function download-detector` on a machine that is online.
+The implementation (`hf_detector.TransformersDetector`) runs a transformers zero-shot
+detector (Grounding DINO-T; MM-Grounding-DINO-T loads through the same classes) from a local
+directory, once per process, on SAM2's device; this module holds the interface and the
+domain rules, and imports no torch.
 
 Prompts are normalised the LangSAM way: lower case, phrases separated by `.` (or new lines),
 each ending with `.` (`"Car. Person"` -> `"car. person."`). Every detection is reported with one
 of the prompt's phrases; a box whose text tokens stay below the text threshold matches no
 phrase and is dropped, so both thresholds shape the number of detections.
 
-Knows no protocol: errors are `TextPromptError`s, mapped to HTTP statuses by the adapters.
+Knows no protocol: a bad prompt is a `TextPromptError` (an `InvalidPrompt`) whose message
+names no field; the adapter that parsed the request prefixes the field it came from.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..geometry import Box
-
-log = logging.getLogger(__name__)
+from .errors import ExpectedError, InvalidPrompt
+from .geometry import Box
 
 DEFAULT_BOX_THRESHOLD = 0.3  # LangSAM's defaults
 DEFAULT_TEXT_THRESHOLD = 0.25
 MAX_PROMPT_CHARS = 2000  # a guard before tokenising; the tokenizer's limit is checked too
-DEFAULT_REPO = "IDEA-Research/grounding-dino-tiny"
 _SEPARATORS = re.compile(r"[.\n]+")
 _SPACES = re.compile(r"\s+")
 _SPECIAL = re.compile(r"\[(?:cls|sep|pad|unk|mask)\]")
 
 
-class TextPromptError(ValueError):
-    """A text prompt or its thresholds cannot be used. `message` names no field: the adapter
-    that parsed the request knows which field it came from and prefixes it."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class TextPromptError(InvalidPrompt):
+    """A text prompt or its thresholds cannot be used (empty, too long, out of range)."""
 
 
-class DetectorNotConfigured(RuntimeError):
+class DetectorNotConfigured(ExpectedError):
     """A text prompt arrived but this deployment loads no detector."""
 
     HOW_TO = (
@@ -56,11 +47,10 @@ class DetectorNotConfigured(RuntimeError):
 
     def __init__(self) -> None:
         super().__init__(self.HOW_TO)
-        self.message = self.HOW_TO
 
 
 class DetectorMissing(RuntimeError):
-    """DETECTOR_MODEL names a directory that holds no detector (checked at start)."""
+    """The configured detector directory holds no detector (checked at start)."""
 
 
 @dataclass(frozen=True)
@@ -150,106 +140,3 @@ def snap_phrase(label: str, phrases: tuple[str, ...]) -> str | None:
         if shared > overlap:
             best, overlap = phrase, shared
     return best
-
-
-class TransformersDetector:
-    """`AutoModelForZeroShotObjectDetection` + `AutoProcessor` from a local directory."""
-
-    def __init__(self, model: Any, processor: Any, device: str, name: str) -> None:
-        self.model = model
-        self.processor = processor
-        self.device = device
-        self.name = name
-        tokenizer = getattr(processor, "tokenizer", None)
-        limit = getattr(model.config, "max_text_len", None) or getattr(tokenizer, "model_max_length", None)
-        self.max_tokens = int(limit) if limit and limit < 1_000_000 else None
-        self._lock = threading.Lock()  # tokenizers are not re-entrant across threads
-
-    @classmethod
-    def load(cls, directory: Path, device: str) -> TransformersDetector:
-        """Load from `directory` (config.json, weights, processor files); nothing is downloaded."""
-        if not (directory / "config.json").is_file():
-            raise DetectorMissing(
-                f"DETECTOR_MODEL={directory} holds no detector (no config.json); fetch one with "
-                f"`python -m function download-detector --dir {directory}` on a machine that is online"
-            )
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(str(directory), local_files_only=True)
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(str(directory), local_files_only=True)
-        model = model.to(device).eval()
-        log.info("detector %s loaded from %s on %s", type(model).__name__, directory, device)
-        return cls(model, processor, device, directory.name)
-
-    def _tokens(self, prompt: TextPrompt) -> int:
-        with self._lock:
-            return len(self.processor.tokenizer(prompt.text)["input_ids"])
-
-    def check(self, prompt: TextPrompt) -> None:
-        if self.max_tokens is None:
-            return
-        count = self._tokens(prompt)
-        if count > self.max_tokens:
-            raise TextPromptError(
-                f"is too long for the detector ({count} tokens, at most {self.max_tokens}); "
-                "use fewer or shorter phrases"
-            )
-
-    def detect(self, image: np.ndarray, prompt: TextPrompt, thresholds: Thresholds) -> list[Detection]:
-        import torch
-        from PIL import Image
-
-        self.check(prompt)
-        h, w = image.shape[:2]
-        with self._lock:
-            inputs = self.processor(images=Image.fromarray(image), text=prompt.text, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        with torch.inference_mode():
-            outputs = self.model(**inputs)
-            results = self.processor.post_process_grounded_object_detection(
-                outputs,
-                inputs["input_ids"],
-                threshold=thresholds.box,
-                text_threshold=thresholds.text,
-                target_sizes=[(h, w)],
-            )[0]
-        scores = results["scores"].float().cpu().numpy()
-        boxes = results["boxes"].float().cpu().numpy()
-        labels = results.get("text_labels") or results.get("labels") or []
-        found = []
-        for score, (x0, y0, x1, y1), label in zip(scores, boxes, labels, strict=False):
-            phrase = snap_phrase(str(label), prompt.phrases)
-            box = Box.from_corners(float(x0), float(y0), float(x1), float(y1)).clipped(w, h)
-            if phrase is None or box.width <= 0 or box.height <= 0:
-                continue
-            found.append(Detection(box, float(score), phrase))
-        found.sort(key=lambda d: -d.score)
-        return found
-
-
-class DetectorDownloadError(RuntimeError):
-    """The detector could not be fetched (offline, unknown repository, disk)."""
-
-
-def download_detector(repo: str, target: Path, revision: str | None = None) -> Path:
-    """Fetch a transformers detector (config, weights, processor files) into `target`.
-
-    Run on a machine that is online, once; the function only ever loads from the directory."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - a dependency of transformers
-        raise DetectorDownloadError(
-            "huggingface_hub is not installed: pip install -r requirements.txt"
-        ) from None
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
-    try:
-        snapshot_download(repo, revision=revision, local_dir=str(target), allow_patterns=patterns)
-    except Exception as exc:  # offline, DNS, 401/404, disk: one clear line, never a traceback
-        raise DetectorDownloadError(
-            f"cannot download {repo} ({type(exc).__name__}); this command needs a machine that can "
-            f"reach the Hugging Face Hub. Offline: copy a downloaded directory here and set "
-            f"DETECTOR_MODEL={target}"
-        ) from None
-    if not (target / "config.json").is_file():
-        raise DetectorDownloadError(f"{repo} has no config.json: is it a transformers detector?")
-    return target

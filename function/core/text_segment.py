@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine import Engine
-from ..geometry import Box, ResizeSpec
-from ..images import ImageCache, LoadedImage
-from ..masks import PostprocessSpec
-from ..pipeline import segment
-from ..prompts import Prompt
 from .detector import Detection, Detector, TextPrompt, Thresholds
+from .geometry import Box, ResizeSpec
+from .images import LoadedImage
+from .masks import PostprocessSpec
+from .pipeline import Segmenter
+from .prompts import Prompt
 
 MAX_DETECTIONS = 100
 
@@ -67,12 +66,9 @@ def clip_to_box(mask: np.ndarray, box: Box) -> np.ndarray:
 class TextSegmenter:
     """Detector + SAM2 engine. One per process; safe for concurrent calls."""
 
-    def __init__(
-        self, engine: Engine, detector: Detector, images: ImageCache | None = None, remember: int = 256
-    ) -> None:
-        self.engine = engine
+    def __init__(self, segmenter: Segmenter, detector: Detector, remember: int = 256) -> None:
+        self.segmenter = segmenter
         self.detector = detector
-        self.images = images
         self.remember = remember
         self.detector_calls = 0
         self._found: OrderedDict[tuple[str, str, float, float], list[Detection]] = OrderedDict()
@@ -86,8 +82,7 @@ class TextSegmenter:
                 self._found.move_to_end(key)
                 return found
         found = self.detector.detect(image.pixels(), prompt, thresholds)[:MAX_DETECTIONS]
-        if self.images is not None:
-            self.images.enforce_budget()
+        self.segmenter.images.enforce_budget()
         with self._lock:
             self.detector_calls += 1
             self._found[key] = found
@@ -108,6 +103,6 @@ class TextSegmenter:
         out = []
         for detection in self.detect(image, prompt, thresholds):
             box_prompt = Prompt.build([], [], detection.box)
-            result = segment(self.engine, image, box_prompt, self.images, resize=resize, post=post)
+            result = self.segmenter.segment(image, box_prompt, resize=resize, post=post)
             out.append(TextSegment(detection, clip_to_box(result.mask, detection.box), result.score))
         return out

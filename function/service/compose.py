@@ -1,0 +1,139 @@
+"""The composition root: settings -> model -> engine -> caches -> adapters -> prewarm -> App.
+
+Everything is built here, once per process, in dependency order; nothing is patched after
+construction.
+"""
+
+from __future__ import annotations
+
+from function.adapters.cvat import CvatInteractor
+from function.adapters.cvat_detector import CvatDetector
+from function.adapters.errors import BadRequest
+from function.adapters.labelstudio.auth import LabelStudioAuth
+from function.adapters.labelstudio.backend import LabelStudioBackend
+from function.adapters.labelstudio.media import MediaFetcher
+from function.adapters.labelstudio.params import parse_options
+from function.adapters.labelstudio.projects import Projects, ProjectStore
+from function.adapters.labelstudio.tasks import FirstClick
+from function.adapters.sagemaker import SageMakerInvocations
+from function.core.checkpoints import require_checkpoint
+from function.core.detector import Detector, DetectorMissing, TextPrompt, TextPromptError, Thresholds
+from function.core.engine import Engine, FeatureCache
+from function.core.images import ImageCache
+from function.core.model import SegmentationModel
+from function.core.pipeline import Segmenter
+from function.core.prewarm import Activity, Prewarmer
+from function.core.text_segment import TextSegmenter
+from function.settings import Settings, SettingsError
+
+from .app import App
+from .redact import Redactor
+
+
+def load_model(settings: Settings) -> SegmentationModel:
+    """SAM2 from the configured checkpoint (CheckpointMissing if it is not on disk)."""
+    from function.core.sam2_model import Sam2Model
+
+    checkpoint = require_checkpoint(settings.model_checkpoint, settings.model_config)
+    sam2 = Sam2Model.load(settings.model_config, checkpoint, settings.device)
+    if settings.warmup:
+        sam2.warm_up()
+    return sam2
+
+
+def load_detector(settings: Settings, device: str) -> Detector | None:
+    """The text-prompt detector from DETECTOR_MODEL, on SAM2's device; None when not configured."""
+    if settings.detector_model is None:
+        return None
+    from function.core.hf_detector import TransformersDetector
+
+    try:
+        return TransformersDetector.load(settings.detector_model, device)
+    except DetectorMissing as exc:
+        raise SettingsError("DETECTOR_MODEL", str(exc)) from None
+
+
+def detector_vocabulary(settings: Settings) -> TextPrompt | None:
+    """The CVAT detector's fixed phrases (DETECTOR_PHRASES), checked at start."""
+    if not settings.detector_phrases:
+        return None
+    try:
+        return TextPrompt.parse(settings.detector_phrases)
+    except TextPromptError as exc:
+        raise SettingsError("DETECTOR_PHRASES", exc.message) from None
+
+
+def label_studio_auth(settings: Settings) -> LabelStudioAuth | None:
+    token = settings.label_studio_api_key or settings.label_studio_access_token
+    if not (settings.label_studio_url and token):
+        return None
+    return LabelStudioAuth(
+        settings.label_studio_url,
+        token,
+        timeout_s=settings.connect_timeout_s * 2,
+        verify=settings.label_studio_verify_ssl,
+    )
+
+
+def build_app(
+    settings: Settings, model: SegmentationModel | None = None, detector: Detector | None = None
+) -> App:
+    """Load SAM2 and the detector, if configured (unless given), and wire everything once per process."""
+    try:  # deployment defaults are checked at start, not on every /predict
+        parse_options(dict(settings.default_extra_params))
+    except BadRequest as exc:
+        raise SettingsError("DEFAULT_EXTRA_PARAMS", exc.message) from None
+    vocabulary = detector_vocabulary(settings)
+    if model is None:
+        model = load_model(settings)
+    if detector is None:
+        detector = load_detector(settings, model.device)
+    engine = Engine(model, FeatureCache(settings.feature_cache_bytes))
+    images = ImageCache(settings.image_cache_bytes)
+    segmenter = Segmenter(engine, images)
+    text = TextSegmenter(segmenter, detector) if detector is not None else None
+    thresholds = Thresholds(settings.detector_box_threshold, settings.detector_text_threshold)
+    redact = Redactor(settings.secrets)
+    media = MediaFetcher(settings, images, label_studio_auth(settings))
+    projects = Projects(ProjectStore(settings.project_store_dir), settings.default_extra_params)
+    activity = Activity()
+    prewarmer = None
+    if settings.prewarm:
+        first_click = FirstClick(projects, segmenter)
+        prewarmer = Prewarmer(
+            engine,
+            activity,
+            locate=first_click.image,
+            load=media.load,
+            first_click_input=first_click.encoder_input,
+            queue_size=settings.prewarm_queue_size,
+            max_tasks=settings.prewarm_max_tasks,
+            redact=redact,
+        )
+    model_info = {
+        "model_config": settings.model_config,
+        "device": model.device,
+        "detector": detector.name if detector is not None else None,
+    }
+    labelstudio = LabelStudioBackend(
+        settings,
+        segmenter,
+        media,
+        projects,
+        model_info,
+        on_task_open=prewarmer.on_task_open if prewarmer else None,
+        text=text,
+    )
+    return App(
+        settings,
+        engine=engine,
+        images=images,
+        labelstudio=labelstudio,
+        cvat=CvatInteractor(settings, segmenter, images),
+        cvat_detector=CvatDetector(vocabulary, text, thresholds, images, settings.max_image_pixels),
+        sagemaker=SageMakerInvocations(settings, segmenter, text, media.load),
+        text=text,
+        activity=activity,
+        prewarmer=prewarmer,
+        redact=redact,
+    )

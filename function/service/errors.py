@@ -1,0 +1,51 @@
+"""One table from every expected error to the HTTP status it is answered with."""
+
+from __future__ import annotations
+
+from function.adapters.errors import BadRequest, InvalidInput, UpstreamFailed, UpstreamTimeout
+from function.core.detector import DetectorNotConfigured
+from function.core.errors import (
+    ExpectedError,
+    ImageTooLarge,
+    ImageUnreadable,
+    InvalidPrompt,
+    OutOfMemory,
+    UnsupportedView,
+)
+
+
+class Unauthorized(ExpectedError):
+    """Basic auth is on and the request does not carry the right credentials."""
+
+
+class NotFound(ExpectedError):
+    """No route for the path."""
+
+
+class MethodNotAllowed(ExpectedError):
+    """The route exists but not for this method."""
+
+
+STATUS: dict[type[ExpectedError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    ImageTooLarge: 413,
+    InvalidInput: 422,
+    InvalidPrompt: 422,
+    DetectorNotConfigured: 422,
+    ImageUnreadable: 422,
+    UnsupportedView: 422,
+    UpstreamFailed: 502,
+    OutOfMemory: 503,
+    UpstreamTimeout: 504,
+}
+
+
+def status_for(exc: ExpectedError) -> int:
+    """The status of the nearest class in `exc`'s hierarchy that the table names; 500 if none."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
