@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .detector import Detection, DetectorMissing, TextPrompt, TextPromptError, Thresholds, snap_phrase
+from .errors import OutOfMemory
 from .geometry import Box
 
 log = logging.getLogger(__name__)
@@ -75,15 +76,19 @@ class TransformersDetector:
         with self._lock:
             inputs = self.processor(images=Image.fromarray(image), text=prompt.text, return_tensors="pt")
         inputs = inputs.to(self.device)
-        with torch.inference_mode():
-            outputs = self.model(**inputs)
-            results = self.processor.post_process_grounded_object_detection(
-                outputs,
-                inputs["input_ids"],
-                threshold=thresholds.box,
-                text_threshold=thresholds.text,
-                target_sizes=[(h, w)],
-            )[0]
+        try:
+            with torch.inference_mode():
+                outputs = self.model(**inputs)
+                results = self.processor.post_process_grounded_object_detection(
+                    outputs,
+                    inputs["input_ids"],
+                    threshold=thresholds.box,
+                    text_threshold=thresholds.text,
+                    target_sizes=[(h, w)],
+                )[0]
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise OutOfMemory("GPU out of memory in the text detector; try again shortly") from None
         scores = results["scores"].float().cpu().numpy()
         boxes = results["boxes"].float().cpu().numpy()
         labels = results.get("text_labels") or results.get("labels") or []
