@@ -285,7 +285,13 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     ]
     for excluded in (".venv", ".lsvenv", "tests", ".git", "*.pt"):
         assert excluded in patterns
-    for needed in ("handler.py", "function", "function/app.py", "requirements.txt", "requirements-sam2.txt"):
+    for needed in (
+        "handler.py",
+        "function",
+        "function/service/app.py",
+        "requirements.txt",
+        "requirements-sam2.txt",
+    ):
         assert not any(fnmatch(needed, p) for p in patterns), f"{needed} must reach the build"
 
 
