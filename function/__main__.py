@@ -25,11 +25,15 @@ def _serve(args: argparse.Namespace) -> int:
         env["DEVICE"] = args.device
     try:
         settings = Settings.from_env(env)
-        require_checkpoint(settings.model_checkpoint, settings.model_config)
+        if not settings.upstream_url:  # remote mode loads no model
+            require_checkpoint(settings.model_checkpoint, settings.model_config)
     except (SettingsError, CheckpointMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
+    if settings.upstream_url:
+        print(f"remote mode: forwarding every request to {settings.upstream_url}", file=sys.stderr)
+    else:
+        print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
     context = build_context()
     try:
         context.user_data.app = nuclio.start(context, settings)

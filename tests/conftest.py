@@ -81,3 +81,12 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
         pytest.skip(reason)
     with start_label_studio(tmp_path_factory.mktemp("label-studio")) as server:
         yield server
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real redis-server on a free loopback port (tests/redis_support.py)."""
+    from .redis_support import redis_server as start
+
+    with start(tmp_path) as server:
+        yield server

@@ -6,6 +6,9 @@ construction.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from function.adapters.cvat import CvatInteractor
 from function.adapters.errors import BadRequest
 from function.adapters.labelstudio.auth import LabelStudioAuth
@@ -16,14 +19,18 @@ from function.adapters.labelstudio.projects import Projects, ProjectStore
 from function.adapters.labelstudio.tasks import FirstClick
 from function.core.checkpoints import require_checkpoint
 from function.core.engine import Engine, FeatureCache
+from function.core.feature_store import FeatureCodec, FeatureTier, ModelIdentity, checkpoint_hash
 from function.core.images import ImageCache
 from function.core.model import SegmentationModel
 from function.core.pipeline import Segmenter
 from function.core.prewarm import Activity, Prewarmer
+from function.core.redis_tier import redis_feature_tier
 from function.settings import Settings, SettingsError
 
 from .app import App
 from .redact import Redactor
+
+log = logging.getLogger(__name__)
 
 
 def load_model(settings: Settings) -> SegmentationModel:
@@ -49,6 +56,29 @@ def label_studio_auth(settings: Settings) -> LabelStudioAuth | None:
     )
 
 
+def shared_feature_tier(settings: Settings, model: SegmentationModel) -> FeatureTier | None:
+    """The Redis tier behind the LRU when FEATURE_STORE_URL (or CVAT's Redis env) is set.
+
+    Entries are keyed by model: the config name and a hash of the checkpoint file's bytes."""
+    if not settings.feature_store_enabled:
+        return None
+    if not isinstance(model, FeatureCodec):
+        raise SettingsError("FEATURE_STORE_URL", "this model cannot share its features")
+    checkpoint = settings.model_checkpoint
+    digest = checkpoint_hash(checkpoint) if checkpoint is not None and checkpoint.is_file() else "none"
+    identity = ModelIdentity(Path(settings.model_config).stem, digest)
+    log.info("shared feature tier on for %s (timeout %g s)", identity.id, settings.feature_store_timeout_s)
+    return redis_feature_tier(
+        settings.feature_store_url,
+        identity,
+        model,
+        password=settings.feature_store_password,
+        timeout_s=settings.feature_store_timeout_s,
+        ttl_s=settings.feature_store_ttl_s,
+        retry_s=settings.feature_store_retry_s,
+    )
+
+
 def build_app(settings: Settings, model: SegmentationModel | None = None) -> App:
     """Load SAM2 (unless a model is given) and wire everything once per process."""
     try:  # deployment defaults are checked at start, not on every /predict
@@ -57,7 +87,7 @@ def build_app(settings: Settings, model: SegmentationModel | None = None) -> App
         raise SettingsError("DEFAULT_EXTRA_PARAMS", exc.message) from None
     if model is None:
         model = load_model(settings)
-    engine = Engine(model, FeatureCache(settings.feature_cache_bytes))
+    engine = Engine(model, FeatureCache(settings.feature_cache_bytes, shared_feature_tier(settings, model)))
     images = ImageCache(settings.image_cache_bytes)
     segmenter = Segmenter(engine, images)
     redact = Redactor(settings.secrets)
