@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     from function.tools.probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
+    from function.tools.preencode import add_parser as add_preencode_parser
+
+    add_preencode_parser(sub)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import hypothesis
 import numpy as np
@@ -187,6 +188,17 @@ class FakeLabelStudio:
     delay_s: float = 0.0
     on_request: Callable[[str], None] | None = None
     url: str = ""
+    # project id -> tasks, listed by GET /api/tasks?project=&page=&page_size= as LS 1.23 does
+    projects: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def task_page(self, query: str) -> tuple[int, dict[str, Any]]:
+        params = dict(parse_qsl(query))
+        tasks = self.projects.get(int(params.get("project", 0)), [])
+        page, size = int(params.get("page", 1)), int(params.get("page_size", 30))
+        chunk = tasks[(page - 1) * size : page * size]
+        if page > 1 and not chunk:
+            return 404, {"detail": "Invalid page."}
+        return 200, {"tasks": chunk, "total": len(tasks), "total_annotations": 0, "total_predictions": 0}
 
     def issue_access(self) -> str:
         self.refreshes += 1
@@ -225,6 +237,12 @@ def fake_label_studio(ls: FakeLabelStudio | None = None) -> Iterator[FakeLabelSt
             ls.requests.append(("GET", self.path, headers))
             if ls.delay_s:
                 time.sleep(ls.delay_s)
+            path, _, query = self.path.partition("?")
+            if path == "/api/tasks":
+                if not ls.authorized(headers):
+                    return self._reply(401, b'{"detail":"Authentication credentials were not provided."}')
+                status, listing = ls.task_page(query)
+                return self._reply(status, json.dumps(listing).encode())
             if self.path in ls.files:
                 if not ls.authorized(headers):
                     return self._reply(401, b'{"detail":"Authentication credentials were not provided."}')
