@@ -239,3 +239,19 @@ def test_a_task_opened_on_a_warms_the_tier_for_b(tmp_path: Path, redis_server: R
     assert model_a.encode_calls == 1
     reply = call(b, "POST", "/predict", predict_body(image, [keypoint(50, 50)]))
     assert reply.status == 200 and model_b.encode_calls == 0
+
+
+def test_an_entry_the_model_cannot_load_is_ignored(tmp_path: Path, redis_server: RedisServer) -> None:
+    class Failing(SharingFakeModel):
+        def import_features(self, arrays: list[np.ndarray], image_hw: tuple[int, int]) -> Any:
+            raise RuntimeError("device out of memory")
+
+    a, _ = tier_app(tmp_path, redis_server, "a")
+    click(a, frame(1))
+    assert tier_of(a).flush(10)
+    model = Failing()
+    b = make_app(
+        tmp_path / "b", model, feature_store_url=redis_server.url, feature_store_timeout_s=1.0, prewarm=False
+    )
+    assert click(b, frame(1)).any() and model.encode_calls == 1
+    assert tier_of(b).stats.rejected == 1

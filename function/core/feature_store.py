@@ -281,6 +281,10 @@ class FeatureTier:
             self.stats.rejected += 1
             log.info("feature store entry ignored (%s); it will be overwritten", exc)
             return None
+        except Exception as exc:  # e.g. device memory: the click encodes locally instead
+            self.stats.rejected += 1
+            log.warning("feature store entry not loaded (%s); encoding locally", type(exc).__name__)
+            return None
         self.stats.hits += 1
         self.stats.get_seconds += time.perf_counter() - started
         return features

@@ -173,7 +173,7 @@ class Sam2Model:
     def import_features(self, arrays: list[np.ndarray], image_hw: tuple[int, int]) -> ImageFeatures:
         import torch
 
-        if len(arrays) != 3 or arrays[0].shape[:2] != (1, 256):
+        if [a.shape[:2] for a in arrays] != [(1, 256), (1, 32), (1, 64)]:
             raise CorruptEntry("not SAM2 image features")
         # float16 travels; the decoder gets float32 like after a local encode.
         tensors = [torch.from_numpy(a.astype(np.float32)).to(self.device) for a in arrays]
