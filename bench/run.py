@@ -138,6 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"prewarm case failed: {exc!r}", file=sys.stderr)
             section("prewarm", t)
 
+        t = time.perf_counter()
+        try:  # replicas sharing features (Redis) and the remote-mode proxy
+            from bench import shared_tier_case
+
+            found = shared_tier_case.rows_for(model, settings, args.quick, workdir)
+            rows += [row_from_json(r) for r in found]
+        except Exception as exc:
+            failed = True
+            print(f"shared tier case failed: {exc!r}", file=sys.stderr)
+        section("shared tier", t)
+
         profile = ""
         if args.profile:
             from bench.profile_click import profile_later_clicks
