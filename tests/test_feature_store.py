@@ -255,3 +255,18 @@ def test_an_entry_the_model_cannot_load_is_ignored(tmp_path: Path, redis_server:
     )
     assert click(b, frame(1)).any() and model.encode_calls == 1
     assert tier_of(b).stats.rejected == 1
+
+
+def test_a_full_redis_refuses_writes_but_reads_go_on(tmp_path: Path, redis_server: RedisServer) -> None:
+    a, _ = tier_app(tmp_path, redis_server, "a")
+    click(a, frame(1))
+    assert tier_of(a).flush(10)
+    client = redis_server.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")  # every write now answers OOM
+    b, model_b = tier_app(tmp_path, redis_server, "b")
+    click(b, frame(2))  # encoded; its write is refused
+    assert tier_of(b).flush(10)
+    assert tier_of(b).stats.write_errors == 1 and tier_of(b).metrics()["available"]
+    click(b, frame(1))  # still read from Redis
+    assert model_b.encode_calls == 1 and tier_of(b).stats.hits == 1

@@ -235,6 +235,7 @@ class FeatureTier:
         retry_s: float,
         queue_size: int = 4,
         store_errors: tuple[type[BaseException], ...] = (OSError,),
+        refusals: tuple[type[BaseException], ...] = (),
         prefix: str = "sam2-nuclio",
         describe: str = "feature store",
     ) -> None:
@@ -244,6 +245,10 @@ class FeatureTier:
         self.ttl_s = ttl_s
         self.queue_size = max(1, queue_size)
         self.store_errors = store_errors
+        # Errors the store answers with (e.g. Redis OOM under `noeviction`): it is reachable,
+        # so reads go on; the write is dropped and the first refusal is logged.
+        self.refusals = refusals
+        self._refusal_logged = False
         self.prefix = f"{prefix}:f{FORMAT_VERSION}:{identity.id}:"
         self.describe = describe
         self.breaker = Breaker(retry_s, describe)
@@ -325,6 +330,16 @@ class FeatureTier:
         blob = pack(key, self.identity, self.codec.export_features(features), features.image_hw)
         try:
             self.store.set(self.store_key(key), blob, ex=self.ttl_s or None)
+        except self.refusals as exc:
+            self.stats.write_errors += 1
+            if not self._refusal_logged:
+                self._refusal_logged = True
+                log.warning(
+                    "%s refused a write (%s); check its maxmemory and maxmemory-policy (allkeys-lru)",
+                    self.describe,
+                    str(exc)[:200],
+                )
+            return False
         except self.store_errors as exc:
             self.stats.write_errors += 1
             self.breaker.failed(exc)

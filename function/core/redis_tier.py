@@ -32,10 +32,17 @@ def redis_client(url: str, password: str = "", timeout_s: float = 0.05) -> Any:
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the store is unreachable or broken: the breaker opens."""
     import redis
 
-    # RedisError covers connection, timeout and server replies (e.g. OOM with noeviction).
     return (redis.RedisError, OSError)
+
+
+def redis_refusals() -> tuple[type[BaseException], ...]:
+    """Errors Redis answers with (OOM under `noeviction`, read-only replica): it is reachable."""
+    import redis
+
+    return (redis.ResponseError,)
 
 
 def redis_feature_tier(
@@ -57,5 +64,6 @@ def redis_feature_tier(
         retry_s=retry_s,
         queue_size=queue_size,
         store_errors=redis_errors(),
+        refusals=redis_refusals(),
         describe="feature store (Redis)",
     )
