@@ -270,3 +270,35 @@ def test_a_full_redis_refuses_writes_but_reads_go_on(tmp_path: Path, redis_serve
     assert tier_of(b).stats.write_errors == 1 and tier_of(b).metrics()["available"]
     click(b, frame(1))  # still read from Redis
     assert model_b.encode_calls == 1 and tier_of(b).stats.hits == 1
+
+
+class DictStore:
+    """An in-memory KeyValueStore that signals its writes."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.written = threading.Event()
+
+    def get(self, name: str) -> bytes | None:
+        return self.data.get(name)
+
+    def set(self, name: str, value: bytes, ex: int | None = None) -> bool:
+        self.data[name] = value
+        self.written.set()
+        return True
+
+    def exists(self, *names: str) -> int:
+        return sum(n in self.data for n in names)
+
+
+def test_a_write_goes_out_after_the_click_that_encoded_it() -> None:
+    from function.core.model import ImageFeatures
+    from function.core.prewarm import Activity
+
+    activity, store = Activity(), DictStore()
+    tier = FeatureTier(store, ID, SharingFakeModel(), ttl_s=0, retry_s=1.0, idle=activity.wait_idle)
+    with activity.track():  # the click whose encode is published is still being answered
+        tier.publish("k1", ImageFeatures(0.5, (), (4, 5), 100))
+        assert not store.written.wait(0.3)
+    assert tier.flush(5) and store.written.is_set()
+    assert tier.get("k1") is not None and tier.stats.writes == 1

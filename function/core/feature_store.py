@@ -44,6 +44,7 @@ MAGIC = b"S2FT"
 _HEADER_LEN = struct.Struct("<I")
 _MAX_HEADER = 64 * 1024
 WIRE_DTYPE = np.dtype("<f2")
+MAX_WRITE_DELAY_S = 2.0  # a write waits for running clicks at most this long
 
 
 class CorruptEntry(ValueError):
@@ -236,6 +237,7 @@ class FeatureTier:
         queue_size: int = 4,
         store_errors: tuple[type[BaseException], ...] = (OSError,),
         refusals: tuple[type[BaseException], ...] = (),
+        idle: Callable[[float], bool] | None = None,
         prefix: str = "sam2-nuclio",
         describe: str = "feature store",
     ) -> None:
@@ -248,6 +250,9 @@ class FeatureTier:
         # Errors the store answers with (e.g. Redis OOM under `noeviction`): it is reachable,
         # so reads go on; the write is dropped and the first refusal is logged.
         self.refusals = refusals
+        # `idle(timeout_s)` returns once no click is being answered (or after timeout_s): the
+        # write of an encode waits for the reply that needed it to go out first.
+        self.idle = idle
         self._refusal_logged = False
         self.prefix = f"{prefix}:f{FORMAT_VERSION}:{identity.id}:"
         self.describe = describe
@@ -368,6 +373,8 @@ class FeatureTier:
                 key, features = self._queue.popleft()
                 self._busy = True
             try:
+                if self.idle is not None:
+                    self.idle(MAX_WRITE_DELAY_S)
                 self.write(key, features)
             except Exception as exc:  # a bug must not kill the writer
                 self.stats.write_errors += 1

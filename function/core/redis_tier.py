@@ -7,6 +7,7 @@ breaker keeps it off the request path until `retry_s` has passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .feature_store import FeatureCodec, FeatureTier, ModelIdentity
@@ -55,6 +56,7 @@ def redis_feature_tier(
     ttl_s: int = 7 * 86400,
     retry_s: float = 30.0,
     queue_size: int = 4,
+    idle: Callable[[float], bool] | None = None,
 ) -> FeatureTier:
     return FeatureTier(
         redis_client(url, password, timeout_s),
@@ -65,5 +67,6 @@ def redis_feature_tier(
         queue_size=queue_size,
         store_errors=redis_errors(),
         refusals=redis_refusals(),
+        idle=idle,
         describe="feature store (Redis)",
     )

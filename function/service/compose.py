@@ -56,7 +56,9 @@ def label_studio_auth(settings: Settings) -> LabelStudioAuth | None:
     )
 
 
-def shared_feature_tier(settings: Settings, model: SegmentationModel) -> FeatureTier | None:
+def shared_feature_tier(
+    settings: Settings, model: SegmentationModel, activity: Activity | None = None
+) -> FeatureTier | None:
     """The Redis tier behind the LRU when FEATURE_STORE_URL (or CVAT's Redis env) is set.
 
     Entries are keyed by model: the config name and a hash of the checkpoint file's bytes."""
@@ -76,6 +78,7 @@ def shared_feature_tier(settings: Settings, model: SegmentationModel) -> Feature
         timeout_s=settings.feature_store_timeout_s,
         ttl_s=settings.feature_store_ttl_s,
         retry_s=settings.feature_store_retry_s,
+        idle=activity.wait_idle if activity is not None else None,
     )
 
 
@@ -87,13 +90,14 @@ def build_app(settings: Settings, model: SegmentationModel | None = None) -> App
         raise SettingsError("DEFAULT_EXTRA_PARAMS", exc.message) from None
     if model is None:
         model = load_model(settings)
-    engine = Engine(model, FeatureCache(settings.feature_cache_bytes, shared_feature_tier(settings, model)))
+    activity = Activity()  # clicks in progress: prewarm and tier writes wait for them
+    tier = shared_feature_tier(settings, model, activity)
+    engine = Engine(model, FeatureCache(settings.feature_cache_bytes, tier))
     images = ImageCache(settings.image_cache_bytes)
     segmenter = Segmenter(engine, images)
     redact = Redactor(settings.secrets)
     media = MediaFetcher(settings, images, label_studio_auth(settings))
     projects = Projects(ProjectStore(settings.project_store_dir), settings.default_extra_params)
-    activity = Activity()
     prewarmer = None
     if settings.prewarm:
         first_click = FirstClick(projects, segmenter)
