@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from .redis_support import RedisServer
-from .reliability_support import rle_mask
 from .server_process import function_process, http_json
-from .support import data_uri, encode_image, keypoint, predict_body, sample_array
+from .support import data_uri, encode_image, keypoint, predict_body, region_mask, sample_array
 
 pytestmark = pytest.mark.sam2
 
@@ -32,7 +31,7 @@ def click(url: str, image: str, x: float, y: float) -> np.ndarray:
     status, reply = http_json("POST", f"{url}/predict", body)
     assert status == 200, reply
     (region,) = reply["results"][0]["result"]
-    return rle_mask(region)
+    return region_mask(region) > 0
 
 
 def test_replica_b_clicks_what_replica_a_encoded(
