@@ -11,6 +11,8 @@ ARG NUCLIO_VERSION=1.14.1
 ARG CUDA_VERSION=13.0.2
 ARG UBUNTU=ubuntu24.04
 ARG UV_VERSION=0.9.26
+# Base of the slim remote-mode image (no CUDA).
+ARG UBUNTU_IMAGE=ubuntu:24.04
 # Checkpoints baked into the image: MODEL_SIZE is the default the function loads; every size in
 # EXTRA_MODEL_SIZES is there too, for deployments that set MODEL_SIZE to it (deploy/targets).
 ARG MODEL_SIZE=large
@@ -77,6 +79,44 @@ RUN pip install --no-build-isolation --require-hashes -r requirements-sam2.txt \
 # already installed at the version requirements.txt pins).
 COPY --from=nuclio /home/nuclio/bin/py3.11-whl /opt/nuclio-whl
 RUN pip install nuclio-sdk msgpack --no-index --find-links /opt/nuclio-whl
+
+# ---- remote-build / remote: the thin proxy of remote mode (UPSTREAM_URL set): no CUDA, no torch,
+# no model. `docker build --target remote -t registry.example.org/sam2-nuclio-remote:0.1.0 .`
+# Python's standard library plus nuclio-sdk (requirements-remote.txt) and the wrapper's msgpack.
+FROM python311 AS remote-build
+WORKDIR /src
+COPY requirements-remote.txt ./
+COPY --from=nuclio /home/nuclio/bin/py3.11-whl /opt/nuclio-whl
+RUN pip install -r requirements-remote.txt \
+ && pip install msgpack --no-index --find-links /opt/nuclio-whl
+
+FROM ${UBUNTU_IMAGE} AS remote
+LABEL org.opencontainers.image.title="sam2-nuclio-remote" \
+      org.opencontainers.image.description="sam2-nuclio remote mode: forwards to a SAM2 instance elsewhere"
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 nuclio \
+ && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin nuclio
+COPY --from=remote-build /opt/python /opt/python
+COPY --from=remote-build /opt/venv /opt/venv
+COPY --from=nuclio /home/nuclio/bin/processor /usr/local/bin/processor
+COPY --from=nuclio /home/nuclio/bin/py /opt/nuclio/
+COPY --from=uhttpc /home/nuclio/bin/uhttpc /usr/local/bin/uhttpc
+COPY handler.py /opt/nuclio/handler.py
+COPY function/ /opt/nuclio/function/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+WORKDIR /opt/nuclio
+# The proxy must import with nothing but the standard library and nuclio-sdk installed.
+RUN python -m compileall -q function handler.py \
+ && UPSTREAM_URL=http://upstream.invalid python -c "import handler, nuclio_sdk, msgpack, function.service.proxy"
+EXPOSE 8080
+USER 10001:10001
+HEALTHCHECK --interval=1s --timeout=3s CMD /usr/local/bin/uhttpc --url http://127.0.0.1:8082/ready || exit 1
+CMD ["processor"]
 
 # ---- runtime: CUDA runtime libraries only, no compilers.
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime

@@ -66,7 +66,10 @@ case "${1:-}" in
     shift
     setup
     lint
-    exec "$PY" -m pytest -q -m "not sam2 and not labelstudio and not browser" "$@"
+    # Two workers (the 2-core CI size) and the quick hypothesis profile: the same properties on a
+    # fifth of the examples (tests/conftest.py). `./dev.sh test` keeps the thorough profile.
+    exec "$PY" -m pytest -q -n 2 -m "not sam2 and not labelstudio and not browser" \
+      --hypothesis-profile=quick "$@"
     ;;
   *)
     echo "usage: $0 {serve|test|quick} [args...]" >&2

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 from function.service.app import App  # noqa: E402
 from function.service.compose import build_app as compose_app  # noqa: E402
 from function.settings import Settings  # noqa: E402
-from tests.reliability_support import ImageIdModel, id_disc, rle_mask, stop_background_work  # noqa: E402
-from tests.support import data_uri, encode_image, keypoint, predict_body, sample_array  # noqa: E402
+from tests.reliability_support import ImageIdModel, id_disc  # noqa: E402
+from tests.support import data_uri, encode_image, keypoint, predict_body, region_mask, sample_array  # noqa: E402
 from tests.test_concurrency import running_server  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def check(job: Job, status: int, payload: bytes, images: list[tuple[np.ndarray, 
         return "" if body == {"results": []} else f"no-context: {body}"
     pixels = images[job.image][0]
     h, w = pixels.shape[:2]
-    mask = rle_mask(body["results"][0]["result"][0])
+    mask = region_mask(body["results"][0]["result"][0]) > 0
     if mask.shape != (h, w):
         return f"click: mask {mask.shape} for a {w}x{h} image"
     if real:
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - started
             stop.set()
             sampler.join()
-        stop_background_work(app)
+        app.close()
         for chunk in per_client:
             outcomes += chunk
         rss_after, rss_peak = rss_mb(), rss_mb("VmHWM")

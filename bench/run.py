@@ -139,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             section("prewarm", t)
 
         t = time.perf_counter()
+        try:  # replicas sharing features (Redis) and the remote-mode proxy
+            from bench import shared_tier_case
+
+            found = shared_tier_case.rows_for(model, settings, args.quick, workdir)
+            rows += [row_from_json(r) for r in found]
+        except Exception as exc:
+            failed = True
+            print(f"shared tier case failed: {exc!r}", file=sys.stderr)
+        section("shared tier", t)
+
+        t = time.perf_counter()
         try:  # text prompts: detector + SAM2 per box (needs transformers)
             from bench import text_case
 

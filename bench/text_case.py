@@ -41,8 +41,9 @@ from function.core.detector import TextPrompt, Thresholds
 from function.core.hf_detector import TransformersDetector
 from function.core.prompts import Prompt
 from function.core.sam2_model import Sam2Model
-from function.service.app import App, Request
+from function.service.app import App
 from function.service.compose import build_app
+from function.service.messages import Request
 from function.settings import Settings
 
 WIDTH, HEIGHT = 1024, 768

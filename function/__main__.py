@@ -44,13 +44,17 @@ def _serve(args: argparse.Namespace) -> int:
         env["DEVICE"] = args.device
     try:
         settings = Settings.from_env(env)
-        require_checkpoint(settings.model_checkpoint, settings.model_config)
+        if not settings.upstream_url:  # remote mode loads no model
+            require_checkpoint(settings.model_checkpoint, settings.model_config)
     except (SettingsError, CheckpointMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.sagemaker:
         return _serve_sagemaker(settings, args.host or "0.0.0.0", args.port)
-    print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
+    if settings.upstream_url:
+        print(f"remote mode: forwarding every request to {settings.upstream_url}", file=sys.stderr)
+    else:
+        print(f"loading {settings.model_config} from {settings.model_checkpoint} ...", file=sys.stderr)
     context = build_context()
     try:
         context.user_data.app = nuclio.start(context, settings)
@@ -146,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     from function.tools.probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
+    from function.tools.preencode import add_parser as add_preencode_parser
+
+    add_preencode_parser(sub)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from function.core.checkpoints import CHECKPOINTS, default_checkpoint_dir
 
@@ -62,6 +63,18 @@ KNOWN_ENV = (
     "DETECTOR_TEXT_THRESHOLD",
     "DETECTOR_PHRASES",
     "PREDICT_BUDGET_S",
+    "FEATURE_STORE_URL",
+    "FEATURE_STORE_TTL_S",
+    "FEATURE_STORE_TIMEOUT_MS",
+    "FEATURE_STORE_RETRY_S",
+    "CVAT_FUNCTIONS_REDIS_HOST",
+    "CVAT_FUNCTIONS_REDIS_PORT",
+    "CVAT_FUNCTIONS_REDIS_PASSWORD",
+    "UPSTREAM_URL",
+    "UPSTREAM_CONNECT_TIMEOUT_S",
+    "UPSTREAM_TIMEOUT_S",
+    "UPSTREAM_USER",
+    "UPSTREAM_PASS",
     *LEGACY_IGNORED,
 )
 
@@ -70,6 +83,8 @@ SECRET_ENV = (
     "LABEL_STUDIO_API_KEY",
     "LABEL_STUDIO_ACCESS_TOKEN",
     "BASIC_AUTH_PASS",
+    "CVAT_FUNCTIONS_REDIS_PASSWORD",
+    "UPSTREAM_PASS",
 )
 
 
@@ -135,6 +150,19 @@ class Settings:
     detector_text_threshold: float = 0.25
     detector_phrases: str = ""  # the CVAT detector's fixed vocabulary, "car. person."
     predict_budget_s: float = 60.0  # a batch /predict that would take longer answers one task
+    # Shared feature tier (off unless a URL is set): see function/core/feature_store.py.
+    feature_store_url: str = field(default="", repr=False)  # may carry a password
+    feature_store_password: str = field(default="", repr=False)
+    feature_store_ttl_s: int = 7 * 86400
+    feature_store_timeout_s: float = 0.05
+    feature_store_retry_s: float = 30.0
+    redis_port: int = 6379  # with CVAT_FUNCTIONS_REDIS_HOST
+    # Remote mode: forward every request to another instance of this function.
+    upstream_url: str = ""
+    upstream_connect_timeout_s: float = 3.0
+    upstream_timeout_s: float = 60.0
+    upstream_user: str = ""
+    upstream_pass: str = field(default="", repr=False)
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -148,9 +176,16 @@ class Settings:
                 self.label_studio_api_key,
                 self.label_studio_access_token,
                 self.basic_auth_pass,
+                self.feature_store_password,
+                urlsplit(self.feature_store_url).password or "",
+                self.upstream_pass,
             )
             if s
         )
+
+    @property
+    def feature_store_enabled(self) -> bool:
+        return bool(self.feature_store_url)
 
     @property
     def resolved_version(self) -> str:
@@ -204,7 +239,27 @@ class Settings:
         if not isinstance(defaults, dict):
             raise SettingsError("DEFAULT_EXTRA_PARAMS", "must be a JSON object")
         d = cls()  # the defaults, written once: in the fields above
+        store_url, store_password = _feature_store(r, d)
+        upstream = r.text("UPSTREAM_URL").rstrip("/")
+        if upstream and not re.match(r"^https?://[^/\s@]+", upstream):
+            raise SettingsError("UPSTREAM_URL", "must be an http(s) URL like http://gpu-box:9090")
+        if "@" in urlsplit(upstream).netloc:
+            raise SettingsError("UPSTREAM_URL", "put credentials in UPSTREAM_USER and UPSTREAM_PASS")
+        upstream_user, upstream_pass = r.text("UPSTREAM_USER"), r.text("UPSTREAM_PASS")
+        if bool(upstream_user) != bool(upstream_pass):
+            raise SettingsError("UPSTREAM_PASS", "needs UPSTREAM_USER and UPSTREAM_PASS together")
+        timeout_ms = r.number("FEATURE_STORE_TIMEOUT_MS", d.feature_store_timeout_s * 1e3)
         return cls(
+            feature_store_url=store_url,
+            feature_store_password=store_password,
+            feature_store_ttl_s=r.integer("FEATURE_STORE_TTL_S", d.feature_store_ttl_s, minimum=0),
+            feature_store_timeout_s=timeout_ms / 1e3,
+            feature_store_retry_s=r.number("FEATURE_STORE_RETRY_S", d.feature_store_retry_s),
+            upstream_url=upstream,
+            upstream_connect_timeout_s=r.number("UPSTREAM_CONNECT_TIMEOUT_S", d.upstream_connect_timeout_s),
+            upstream_timeout_s=r.number("UPSTREAM_TIMEOUT_S", d.upstream_timeout_s),
+            upstream_user=upstream_user,
+            upstream_pass=upstream_pass,
             model_config=config,
             model_checkpoint=checkpoint,
             device=device,
@@ -276,7 +331,30 @@ def env_defaults() -> dict[str, str]:
         "DETECTOR_BOX_THRESHOLD": f"{d.detector_box_threshold:g}",
         "DETECTOR_TEXT_THRESHOLD": f"{d.detector_text_threshold:g}",
         "PREDICT_BUDGET_S": f"{d.predict_budget_s:g}",
+        "FEATURE_STORE_TTL_S": str(d.feature_store_ttl_s),
+        "FEATURE_STORE_TIMEOUT_MS": f"{d.feature_store_timeout_s * 1e3:g}",
+        "FEATURE_STORE_RETRY_S": f"{d.feature_store_retry_s:g}",
+        "CVAT_FUNCTIONS_REDIS_PORT": str(d.redis_port),
+        "UPSTREAM_CONNECT_TIMEOUT_S": f"{d.upstream_connect_timeout_s:g}",
+        "UPSTREAM_TIMEOUT_S": f"{d.upstream_timeout_s:g}",
     }
+
+
+def _feature_store(r: _Reader, d: Settings) -> tuple[str, str]:
+    """(URL, password) of the shared feature tier: FEATURE_STORE_URL, else CVAT's Redis names."""
+    url = r.text("FEATURE_STORE_URL")
+    host = r.text("CVAT_FUNCTIONS_REDIS_HOST")
+    port = r.integer("CVAT_FUNCTIONS_REDIS_PORT", d.redis_port, minimum=1)
+    password = r.text("CVAT_FUNCTIONS_REDIS_PASSWORD")
+    if url:
+        if not re.match(r"^(rediss?://[^/\s]+|unix://\S+)", url):
+            raise SettingsError("FEATURE_STORE_URL", "must be a Redis URL like redis://redis:6379/0")
+        return url, ""
+    if not host:
+        return "", ""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]", host):
+        raise SettingsError("CVAT_FUNCTIONS_REDIS_HOST", "must be a host name or address")
+    return f"redis://{host}:{port}/0", password
 
 
 def normalize_model_config(value: str) -> str:

@@ -9,13 +9,15 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,12 +107,16 @@ class Page:
 
 @contextmanager
 def chromium(binary: str, width: int = 1280, height: int = 800) -> Iterator[Page]:
+    """A fresh headless Chromium with a temporary profile; the profile is removed only after every
+    Chromium process has exited (its helpers keep writing into it for a moment after the browser
+    process is gone, and a removal racing them fails with "Directory not empty")."""
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         proc = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: the browser and all its helpers
         )
         try:
             port = _devtools_port(proc)
@@ -129,12 +135,47 @@ def chromium(binary: str, width: int = 1280, height: int = 800) -> Iterator[Page
             finally:
                 page.ws.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[str], timeout_s: float = 10.0) -> None:
+    """End Chromium and wait until no process of its group is left.
+
+    SIGTERM lets the browser shut down cleanly; if anything of it (the browser, or a helper that
+    outlived it) still runs after `timeout_s`, the whole group gets SIGKILL."""
+    group = proc.pid  # start_new_session: the group id is the browser's pid
+    proc.terminate()
+    if _group_exited(proc, group, timeout_s):
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    if not _group_exited(proc, group, timeout_s):
+        raise RuntimeError(f"chromium processes {_live_members(group)} survived SIGKILL")
+
+
+def _group_exited(proc: subprocess.Popen[str], group: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc.poll()  # reap the browser process itself
+        if proc.returncode is not None and not _live_members(group):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _live_members(group: int) -> list[int]:
+    """Pids of the processes in process group `group` that are still running (not zombies)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == group and state not in ("Z", "X"):
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def _devtools_port(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> int:

@@ -8,13 +8,34 @@ from hypothesis import settings as hypothesis_settings
 from function.core.checkpoints import CHECKPOINTS
 
 from .fakes import FakeModel
+from .support import QUICK_EXAMPLES
 
 TINY = CHECKPOINTS["tiny"]
 
 # Property tests assert behaviour, not speed: no per-example deadline (a loaded 2-core CI
-# machine would otherwise fail them at random).
-hypothesis_settings.register_profile("project", deadline=None, print_blob=True)
-hypothesis_settings.load_profile("project")
+# machine would otherwise fail them at random). Two profiles: "thorough" (the default: the full
+# run and CI) and "quick" (`./dev.sh quick` passes --hypothesis-profile=quick): the same
+# properties on a fifth of the examples. Tests that want more than the default use
+# support.examples(n), which scales the same way.
+hypothesis_settings.register_profile("thorough", deadline=None, print_blob=True, max_examples=100)
+hypothesis_settings.register_profile(
+    "quick", hypothesis_settings.get_profile("thorough"), max_examples=QUICK_EXAMPLES
+)
+hypothesis_settings.load_profile("thorough")
+
+REAL_SAM2_FIXTURES = {"tiny_checkpoint", "sam2_model"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that builds a real SAM2 carries @pytest.mark.sam2, so `-m "not sam2"` (the quick
+    loop) never builds one by accident."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if REAL_SAM2_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("sam2")
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests that build a real SAM2 need @pytest.mark.sam2: " + ", ".join(unmarked))
 
 
 @pytest.fixture
@@ -76,3 +97,12 @@ def tiny_detector(tiny_detector_dir: Path):  # type: ignore[no-untyped-def]
     from function.core.hf_detector import TransformersDetector
 
     return TransformersDetector.load(tiny_detector_dir, "cpu")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real redis-server on a free loopback port (tests/redis_support.py)."""
+    from .redis_support import redis_server as start
+
+    with start(tmp_path) as server:
+        yield server

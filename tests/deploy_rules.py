@@ -38,13 +38,23 @@ def function_config_paths() -> list[Path]:
     return [p for p in found if not is_kubernetes_manifest(p)]
 
 
-def kubernetes_manifest_paths() -> list[Path]:
-    return sorted(p for p in (ROOT / "deploy").rglob("*.y*ml") if is_kubernetes_manifest(p))
+def kubernetes_manifest_paths(kind: str = "Secret") -> list[Path]:
+    """Plain Kubernetes manifests under deploy/ holding a document of `kind`."""
+    return sorted(
+        p
+        for p in (ROOT / "deploy").rglob("*.y*ml")
+        if is_kubernetes_manifest(p) and kind in manifest_kinds(p)
+    )
+
+
+def manifest_kinds(path: Path) -> set[str]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return {str(d.get("kind", "Function")) for d in docs if isinstance(d, dict)}
 
 
 def is_kubernetes_manifest(path: Path) -> bool:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return any(isinstance(d, dict) and d.get("kind") == "Secret" for d in docs)
+    """Not a Nuclio function config: Secrets, the Redis Deployment + Service, ..."""
+    return bool(manifest_kinds(path) - {"Function", "NuclioFunction"})
 
 
 def go_duration_seconds(text: str) -> float:

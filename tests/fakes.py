@@ -56,3 +56,14 @@ class FakeModel:
 
     def free_memory(self) -> None:
         pass
+
+
+class SharingFakeModel(FakeModel):
+    """A FakeModel whose features can go through the shared tier (as float16 arrays)."""
+
+    def export_features(self, features: ImageFeatures) -> list[np.ndarray]:
+        embed = np.full((1, 4), features.image_embed, np.float32)
+        return [embed, np.arange(6, dtype=np.float32).reshape(2, 3)]
+
+    def import_features(self, arrays: list[np.ndarray], image_hw: tuple[int, int]) -> ImageFeatures:
+        return ImageFeatures(float(arrays[0][0, 0]), (), image_hw, self.feature_bytes)

@@ -1,4 +1,4 @@
-"""A real Label Studio 1.23.2 for end-to-end tests (recipe: specs/labelstudio-protocol.md §8).
+"""A real Label Studio 1.23.2 for end-to-end tests.
 
 Label Studio lives in its own virtualenv (`.lsvenv`, created by `./dev.sh test`), runs on
 127.0.0.1 with a fresh data directory, and gets its admin user from the command line. The

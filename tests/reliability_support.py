@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from function.core.prompts import POSITIVE, Prompt
 from function.service.app import App, Reply
 
 from .fakes import FakeModel
-from .support import call, data_uri, encode_image, keypoint, predict_body, sample_array
+from .support import call, data_uri, encode_image, keypoint, predict_body, region_mask, sample_array
 
 SMALL = sample_array(64, 48)
 SMALL_URI = data_uri(encode_image(SMALL))
@@ -27,20 +26,11 @@ def assert_json_error(reply: Reply, *statuses: int) -> str:
     return str(body["error"])
 
 
-def rle_mask(region: dict[str, Any]) -> np.ndarray:
-    """A brush region's RLE back to an (H, W) bool mask, with the SDK's own decoder."""
-    from label_studio_sdk.converter.brush import decode_rle
-
-    h, w = region["original_height"], region["original_width"]
-    flat = decode_rle(region["value"]["rle"])
-    return flat.reshape(h, w, 4)[..., 0] > 0
-
-
 def predicted_mask(reply: Reply) -> np.ndarray:
     assert reply.status == 200, reply.text
     results = json.loads(reply.text)["results"]
     assert len(results) == 1 and len(results[0]["result"]) == 1, results
-    return rle_mask(results[0]["result"][0])
+    return region_mask(results[0]["result"][0]) > 0
 
 
 def assert_still_serves(app: App, x_pct: float = 50.0, y_pct: float = 50.0) -> None:
@@ -74,9 +64,3 @@ class ImageIdModel(FakeModel):
             return Segmentation(np.zeros((h, w), bool), 0.0)
         cx, cy = positive[0]
         return Segmentation(id_disc(w, h, cx, cy, float(features.image_embed)), 0.9)
-
-
-def stop_background_work(app: App) -> None:
-    """Stop the app's prewarm worker, so no thread outlives the test (tests elsewhere check
-    that a prewarm-off app starts no prewarm thread)."""
-    app.close()

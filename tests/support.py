@@ -8,12 +8,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
+import hypothesis
 import numpy as np
 from PIL import Image
 
@@ -22,11 +24,22 @@ from function.service.app import App, Reply, Request
 from function.service.compose import build_app
 from function.settings import Settings
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "labelstudio"
+# Requests recorded from a real Label Studio 1.23.2 (tests/fixtures/labelstudio/README.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "labelstudio"
 
 
 def fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())
+
+
+# Examples per property test under the "quick" hypothesis profile (tests/conftest.py); 100 otherwise.
+QUICK_EXAMPLES = 20
+
+
+def examples(thorough: int) -> int:
+    """`max_examples` for a property test that wants `thorough` examples in the full run: scaled
+    like the loaded hypothesis profile (100 examples thorough, QUICK_EXAMPLES quick)."""
+    return max(1, thorough * hypothesis.settings.default.max_examples // 100)
 
 
 def sample_array(width: int = 640, height: int = 480) -> np.ndarray:
@@ -107,10 +120,40 @@ def predict_body(
     }
 
 
+def rle_rgba(rle: list[int]) -> np.ndarray:
+    """Label Studio brush RLE -> the flat RGBA bytes, by label_studio_sdk's own decoder (the reference)."""
+    from label_studio_sdk.converter.brush import decode_rle
+
+    return np.asarray(decode_rle(rle))
+
+
+def rle_mask(rle: list[int], width: int, height: int) -> np.ndarray:
+    """Brush RLE -> its (height, width) uint8 mask (the alpha channel), after checking that the RLE
+    holds exactly width x height RGBA pixels."""
+    flat = rle_rgba(rle)
+    assert flat.size == width * height * 4, (flat.size, width, height)
+    return flat.reshape(height, width, 4)[:, :, 3]
+
+
+def region_mask(region: dict[str, Any]) -> np.ndarray:
+    """A brush result region's (original_height, original_width) uint8 mask."""
+    return rle_mask(region["value"]["rle"], region["original_width"], region["original_height"])
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.005) -> None:
+    """Poll until `condition()` is truthy; fails the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not reached in {timeout_s} s"
+        time.sleep(interval_s)
+
+
 @contextmanager
 def running(server: HTTPServer) -> Iterator[str]:
-    """Serve `server` (bound to 127.0.0.1) from a daemon thread; yields its base URL."""
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    """Serve `server` (bound to 127.0.0.1) from a daemon thread; yields its base URL.
+
+    A short poll interval: `shutdown()` waits for the serving loop's next poll (0.5 s by default)."""
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
@@ -145,6 +188,17 @@ class FakeLabelStudio:
     delay_s: float = 0.0
     on_request: Callable[[str], None] | None = None
     url: str = ""
+    # project id -> tasks, listed by GET /api/tasks?project=&page=&page_size= as LS 1.23 does
+    projects: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def task_page(self, query: str) -> tuple[int, dict[str, Any]]:
+        params = dict(parse_qsl(query))
+        tasks = self.projects.get(int(params.get("project", 0)), [])
+        page, size = int(params.get("page", 1)), int(params.get("page_size", 30))
+        chunk = tasks[(page - 1) * size : page * size]
+        if page > 1 and not chunk:
+            return 404, {"detail": "Invalid page."}
+        return 200, {"tasks": chunk, "total": len(tasks), "total_annotations": 0, "total_predictions": 0}
 
     def issue_access(self) -> str:
         self.refreshes += 1
@@ -170,17 +224,25 @@ def fake_label_studio(ls: FakeLabelStudio | None = None) -> Iterator[FakeLabelSt
             pass
 
         def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            # The function may have hung up already: a slow reply past its timeout is a test case.
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         def do_GET(self) -> None:
             headers = dict(self.headers.items())
             ls.requests.append(("GET", self.path, headers))
             if ls.delay_s:
                 time.sleep(ls.delay_s)
+            path, _, query = self.path.partition("?")
+            if path == "/api/tasks":
+                if not ls.authorized(headers):
+                    return self._reply(401, b'{"detail":"Authentication credentials were not provided."}')
+                status, listing = ls.task_page(query)
+                return self._reply(status, json.dumps(listing).encode())
             if self.path in ls.files:
                 if not ls.authorized(headers):
                     return self._reply(401, b'{"detail":"Authentication credentials were not provided."}')

@@ -1,7 +1,7 @@
 """Bad input gets a 4xx JSON `{"error": ...}` with a status chosen per case, and the worker
 keeps serving: after every failure the same app answers a valid click with a correct mask.
 
-Statuses (README "Reliability"): 400 malformed request, 413 too large, 422 well-formed but
+Statuses (docs/reliability.md): 400 malformed request, 413 too large, 422 well-formed but
 unusable (not an image, invalid prompt), 502/504 upstream failed/timed out.
 """
 

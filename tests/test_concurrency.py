@@ -27,8 +27,8 @@ from function.service.app import App
 from function.service.nuclio import NuclioLogHandler, configure_logging
 from function.service.server import LocalServer
 
-from .reliability_support import ImageIdModel, id_disc, rle_mask
-from .support import data_uri, encode_image, keypoint, make_app, predict_body, running
+from .reliability_support import ImageIdModel, id_disc
+from .support import data_uri, encode_image, keypoint, make_app, predict_body, region_mask, running
 
 THREADS, PER_THREAD, N_IMAGES = 16, 20, 40
 
@@ -106,7 +106,7 @@ def test_parallel_clients_each_get_their_own_answer_and_caches_stay_bounded(tmp_
                 failures.append(f"thread {t} request {j}: HTTP {status} {body}")
                 continue
             region = body["results"][0]["result"][0]
-            mask = rle_mask(region)
+            mask = region_mask(region) > 0
             expected = id_disc(w, h, x_pct * w / 100, y_pct * h / 100, mean)
             if mask.shape != (h, w) or not np.array_equal(mask, expected):
                 failures.append(f"thread {t} request {j}: mask is not the one for image {k} at its click")
@@ -147,7 +147,7 @@ def test_concurrent_first_clicks_on_one_image_encode_it_once(tmp_path: Path) -> 
     def client(i: int, url: str) -> None:
         x_pct = 10.0 + 6 * i
         status, body = post_json(f"{url}/predict", predict_body(uri, [keypoint(x_pct, 50)]))
-        mask = rle_mask(body["results"][0]["result"][0]) if status == 200 else None
+        mask = region_mask(body["results"][0]["result"][0]) > 0 if status == 200 else None
         results.append(mask is not None and np.array_equal(mask, id_disc(w, h, x_pct * w / 100, h / 2, mean)))
 
     with running_server(app) as url:

@@ -1,7 +1,6 @@
-"""CVAT interactor contract (../shared/specs/cvat-contract.md §10, the cases that need no CVAT
-server) through `App`: shapes and values, clicks, boxes, image modes, empty results,
-polygons, reply size, feature cache and bad input. The local server and the real SAM2 are in
-test_cvat_server.py.
+"""CVAT interactor contract (the cases that need no CVAT server) through `App`: shapes and
+values, clicks, boxes, image modes, empty results, polygons, reply size, feature cache and bad
+input. The local server and the real SAM2 are in test_cvat_server.py.
 """
 
 from __future__ import annotations

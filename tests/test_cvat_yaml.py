@@ -237,3 +237,31 @@ def test_go_durations() -> None:
     assert go_duration_seconds("1m30s") == 90
     with pytest.raises(ValueError):
         go_duration_seconds("60")
+
+
+# -- remote mode: the same CVAT interactor, forwarded to a GPU box ---------------------------
+
+REMOTE = CVAT_DIR / "function-remote.yaml"
+
+
+def test_remote_file_is_the_same_interactor_for_cvat() -> None:
+    doc = yaml.safe_load(REMOTE.read_text())
+    assert cvat_problems(doc) == []
+    assert doc["metadata"]["name"] == load("cpu")["metadata"]["name"]
+    assert doc["metadata"]["annotations"] == load("cpu")["metadata"]["annotations"]
+
+
+def test_remote_file_runs_the_proxy_image_with_an_upstream() -> None:
+    spec = yaml.safe_load(REMOTE.read_text())["spec"]
+    module, _, name = spec["handler"].partition(":")
+    assert getattr(importlib.import_module(module), name) is handler.handler
+    env = {e["name"]: e for e in spec["env"]}
+    assert set(env) <= set(KNOWN_ENV)
+    assert env["UPSTREAM_URL"]["value"].startswith("http")
+    assert "DEVICE" not in env and "MODEL_SIZE" not in env  # no model here
+    assert "secretKeyRef" in env["UPSTREAM_PASS"]["valueFrom"]
+    image, _, tag = spec["image"].rpartition(":")
+    assert image.endswith("sam2-nuclio-remote") and tag == function.__version__
+    # The proxy answers 504 (UPSTREAM_TIMEOUT_S) before Nuclio's eventTimeout cuts the call.
+    assert float(env["UPSTREAM_TIMEOUT_S"]["value"]) < go_duration_seconds(spec["eventTimeout"])
+    assert int(spec["triggers"]["http"]["attributes"]["maxRequestBodySize"]) >= MIN_BODY_BYTES

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
 from function.adapters.labelstudio.brush import mask_to_rle
@@ -22,7 +21,7 @@ from function.tools.sample import BALL_CENTRE, SAMPLE_SIZE
 from .browser import Page, chromium, chromium_or_skip
 from .fakes import FakeModel
 from .local_function import serve_app
-from .support import make_app
+from .support import make_app, rle_rgba
 
 
 @pytest.fixture
@@ -155,5 +154,5 @@ def test_javascript_rle_decoder_matches_the_sdk(server: LocalServer) -> None:
             " return btoa(s); })()"
         )
     decoded = np.frombuffer(base64.b64decode(encoded), np.uint8)
-    assert np.array_equal(decoded, decode_rle(rle))
+    assert np.array_equal(decoded, rle_rgba(rle))
     assert np.array_equal(decoded.reshape(300, 400, 4)[:, :, 3], mask)

@@ -285,7 +285,13 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     ]
     for excluded in (".venv", ".lsvenv", "tests", ".git", "*.pt"):
         assert excluded in patterns
-    for needed in ("handler.py", "function", "function/app.py", "requirements.txt", "requirements-sam2.txt"):
+    for needed in (
+        "handler.py",
+        "function",
+        "function/service/app.py",
+        "requirements.txt",
+        "requirements-sam2.txt",
+    ):
         assert not any(fnmatch(needed, p) for p in patterns), f"{needed} must reach the build"
 
 
@@ -379,3 +385,45 @@ def test_deploy_docs_exist_and_the_readme_links_them() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- section:deploy -->")[1].split("<!-- /section:deploy -->")[0]
     assert "deploy/README.md" in section
+
+
+# ---- shared feature tier (Redis) and remote mode ------------------------------------------
+
+
+def test_redis_manifest_is_a_small_lru_cache_without_persistence() -> None:
+    path = ROOT / "deploy" / "k8s" / "redis.yaml"
+    assert path in kubernetes_manifest_paths("Deployment") and path not in CONFIGS
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    assert set(docs) == {"Deployment", "Service"}
+    (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    image, _, tag = container["image"].rpartition(":")
+    assert image == "redis" and tag[0].isdigit()
+    args = container["args"]
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--maxmemory-policy"] == "allkeys-lru"
+    assert options["--save"] == "" and options["--appendonly"] == "no"
+    maxmemory = int(options["--maxmemory"].rstrip("gb")) * 2**30
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(limit[:-2]) * 2**20 > maxmemory  # room for Redis itself
+    service = docs["Service"]
+    assert service["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [6379]
+    # The Label Studio configs point at that Service.
+    for config in (GPU_CONFIG, CPU_CONFIG):
+        url = env_of(load(config))["FEATURE_STORE_URL"]
+        assert url == f"redis://{service['metadata']['name']}:6379/0"
+
+
+def test_remote_image_target_has_no_cuda_and_no_torch() -> None:
+    df = dockerfile()
+    remote, build = df.stage("remote"), df.stage("remote-build")
+    assert "cuda" not in remote.image and "nvidia" not in remote.image
+    assert df.final.alias == "runtime"  # the default target stays the GPU image
+    runs = " ".join(build.values("RUN") + remote.values("RUN"))
+    assert "requirements-remote.txt" in runs and "torch" not in runs and "requirements.txt" not in runs
+    lines = (ROOT / "requirements-remote.txt").read_text().splitlines()
+    assert [ln for ln in lines if ln and not ln.startswith("#")] == ["nuclio-sdk==0.6.3"]
+    assert json.loads(remote.values("CMD")[-1]) == ["processor"]
+    assert remote.values("USER")[-1].split(":")[0] != "0"
+    assert any(dst == "/opt/nuclio/handler.py" for dst in copy_dests(remote, "handler.py"))
+    assert "UPSTREAM_URL" in " ".join(remote.values("RUN"))  # the build imports the proxy

@@ -232,6 +232,7 @@ def test_real_sam2_decode_equals_sam2_image_predictor(sam2_model: Any, real_imag
     assert np.array_equal(ours.mask, masks[0].astype(bool))
 
 
+@pytest.mark.sam2
 def test_sam2_loads_through_the_production_path(tiny_checkpoint: Path) -> None:
     """The fixture checkpoint has Meta's layout: {"model": state_dict}."""
     import torch

@@ -22,11 +22,16 @@ from function.service.app import ROUTES, App, Reply, Request
 from function.service.server import make_event
 
 from .fakes import FakeModel
-from .reliability_support import SMALL_URI, assert_still_serves, stop_background_work
-from .support import LABEL_CONFIG, make_app
+from .reliability_support import SMALL_URI, assert_still_serves
+from .support import (
+    LABEL_CONFIG,
+    examples,
+    make_app,
+)
 
-# CI budget; FUZZ_EXAMPLES=2000 for a deeper run (the structured tests get 3/4 of it).
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
+# CI budget (a fifth of it under the quick hypothesis profile); FUZZ_EXAMPLES=2000 for a deeper
+# run (the structured tests get 3/4 of it).
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", examples(200)))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -58,39 +63,29 @@ methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     app = make_app(tmp_path_factory.mktemp("fuzz"), FakeModel(radius=4), max_image_pixels=1_000_000)
     yield app
-    stop_background_work(app)
+    app.close()
 
 
-@pytest.fixture(scope="module")
-def cvat_is_stub(app: App) -> bool:
-    """Until the CVAT adapter merges, POST / with an image answers 501 by design."""
-    probe = app.handle(Request("POST", "/", {"image": "", "pos_points": []}))
-    return probe.status == 501
-
-
-def check(reply: Reply, request: Request, cvat_is_stub: bool) -> None:
+def check(reply: Reply, request: Request) -> None:
     body = json.loads(reply.text)  # valid JSON (NaN and Infinity are not)
     assert isinstance(body, dict)
-    stub = cvat_is_stub and reply.status == 501 and request.path.rstrip("/") == ""
-    assert reply.status < 500 or stub, (reply.status, reply.text, request)
+    assert reply.status < 500, (reply.status, reply.text, request)
     if reply.status >= 400:
         assert isinstance(body.get("error"), str) and body["error"], body
 
 
 @FUZZ
 @given(method=methods, path=route_paths, body=json_values)
-def test_arbitrary_json_on_any_route(app: App, cvat_is_stub: bool, method: str, path: str, body: Any) -> None:
+def test_arbitrary_json_on_any_route(app: App, method: str, path: str, body: Any) -> None:
     request = Request(method, path, body if isinstance(body, (dict, list)) else json.dumps(body))
-    check(app.handle(request), request, cvat_is_stub)
+    check(app.handle(request), request)
 
 
 @FUZZ
 @given(method=methods, path=route_paths, raw=st.binary(max_size=300))
-def test_arbitrary_bytes_on_any_route(
-    app: App, cvat_is_stub: bool, method: str, path: str, raw: bytes
-) -> None:
+def test_arbitrary_bytes_on_any_route(app: App, method: str, path: str, raw: bytes) -> None:
     request = Request(method, path, raw)
-    check(app.handle(request), request, cvat_is_stub)
+    check(app.handle(request), request)
 
 
 # -- structured fuzzing of /predict: valid shape, arbitrary leaves ---------------------------
@@ -152,7 +147,7 @@ images = (
     extra=st.dictionaries(st.sampled_from(["project", "model_version", "params"]), json_values, max_size=2),
 )
 def test_predict_with_arbitrary_regions(
-    app: App, cvat_is_stub: bool, result: list[Any], image: Any, label_config: Any, extra: dict[str, Any]
+    app: App, result: list[Any], image: Any, label_config: Any, extra: dict[str, Any]
 ) -> None:
     body: dict[str, Any] = {
         "tasks": [{"id": 1, "data": {"image": image}}],
@@ -162,7 +157,7 @@ def test_predict_with_arbitrary_regions(
     }
     request = Request("POST", "/predict", body)
     reply = app.handle(request)
-    check(reply, request, cvat_is_stub)
+    check(reply, request)
     if reply.status == 200:
         for prediction in json.loads(reply.text)["results"]:
             assert math.isfinite(prediction["score"])
@@ -170,12 +165,10 @@ def test_predict_with_arbitrary_regions(
 
 @STRUCTURED
 @given(extra_params=json_values, project=json_values, schema=json_values)
-def test_setup_with_arbitrary_fields(
-    app: App, cvat_is_stub: bool, extra_params: Any, project: Any, schema: Any
-) -> None:
+def test_setup_with_arbitrary_fields(app: App, extra_params: Any, project: Any, schema: Any) -> None:
     body = {"project": project, "schema": schema, "extra_params": extra_params}
     request = Request("POST", "/setup", body)
-    check(app.handle(request), request, cvat_is_stub)
+    check(app.handle(request), request)
 
 
 # -- through handler.handler, the Nuclio entry point -------------------------------------------
@@ -202,15 +195,14 @@ content_types = st.sampled_from(["application/json", "application/json; charset=
     ctype=content_types,
 )
 def test_nuclio_handler_with_arbitrary_events(
-    platform: nuclio_sdk.test.Platform, cvat_is_stub: bool, method: str, path: str, raw: bytes, ctype: str
+    platform: nuclio_sdk.test.Platform, method: str, path: str, raw: bytes, ctype: str
 ) -> None:
     event = make_event(method, path.replace("?", "%3F").replace("#", "%23"), {"Content-Type": ctype}, raw)
     response = platform.call_handler(handler.handler, event)
     assert isinstance(response, nuclio_sdk.Response)
     assert response.content_type == "application/json"
     body = json.loads(response.body)
-    stub = cvat_is_stub and response.status_code == 501 and event.path.rstrip("/") == ""
-    assert response.status_code < 500 or stub, (response.status_code, response.body, path)
+    assert response.status_code < 500, (response.status_code, response.body, path)
     if response.status_code >= 400:
         assert isinstance(body.get("error"), str)
 

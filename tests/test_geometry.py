@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from function.core.errors import PatchTooSmall, ResizeNotPossible
 from function.core.geometry import Box, Crop, PatchSpec, Resize, ResizeSpec, View, holds, plan_patch
 
+from .support import examples
+
 sizes = st.integers(1, 64)
 offsets = st.integers(-80, 80)
 # Multiples of 1/256: shifts by whole pixels are then exact in floating point, as they are
@@ -208,7 +210,7 @@ def test_image_smaller_than_the_patch_is_padded() -> None:
     assert crop.pixels(np.full((200, 300, 3), 9, np.uint8))[250, 400].tolist() == [0, 0, 0]
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     st.integers(16, 3000),
     st.integers(16, 3000),

@@ -19,12 +19,20 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from label_studio_sdk.converter import brush
 
 from function.service.server import LocalServer, build_context
 
 from .lsfixture import LabelStudioServer
-from .support import LABEL_CONFIG, encode_image, keypoint, rectangle, running, sample_array
+from .support import (
+    LABEL_CONFIG,
+    encode_image,
+    keypoint,
+    rectangle,
+    region_mask,
+    running,
+    sample_array,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.sam2]
 
@@ -113,9 +121,7 @@ def assert_brush_region(region: dict[str, Any]) -> np.ndarray:
     assert (region["original_width"], region["original_height"]) == (W, H)
     assert region["value"]["format"] == "rle"
     assert region["value"]["brushlabels"] == ["object"]
-    flat = brush.decode_rle(region["value"]["rle"])
-    assert flat.size == W * H * 4
-    return flat.reshape(H, W, 4)[:, :, 3]
+    return region_mask(region)
 
 
 def test_connect_reports_the_function_model_version(
@@ -148,16 +154,6 @@ def test_keypoint_then_rectangle_through_label_studio(
     assert after["feature_cache"]["hits"] >= 1
 
 
-def wait_for(condition: Any, timeout_s: float = 300.0) -> None:
-    """Poll until `condition()` holds (a CPU encode under a loaded CI machine can take a while)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the function"
-        time.sleep(0.2)
-
-
 def test_first_click_after_opening_a_task_is_answered_from_the_cache(
     label_studio: LabelStudioServer, connected: dict[str, Any], function_server: LocalServer
 ) -> None:
@@ -179,7 +175,12 @@ def test_first_click_after_opening_a_task_is_answered_from_the_cache(
     # What the browser does when the annotator opens the task.
     resp = label_studio.api("GET", f"/api/tasks/{task}")
     assert resp.status_code == 200, resp.text
-    wait_for(lambda: metrics(function_server)["prewarm"]["encoded"] > before["prewarm"]["encoded"])
+    # A CPU encode on a loaded CI machine can take a while.
+    wait_until(
+        lambda: metrics(function_server)["prewarm"]["encoded"] > before["prewarm"]["encoded"],
+        timeout_s=300.0,
+        interval_s=0.2,
+    )
     opened = metrics(function_server)
     assert opened["encoder_calls"] == before["encoder_calls"] + 1
 

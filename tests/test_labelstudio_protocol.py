@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from label_studio_sdk.converter import brush
 
 from function.service.app import App
 
@@ -28,6 +27,7 @@ from .support import (
     keypoint,
     make_app,
     rectangle,
+    region_mask,
     sample_array,
 )
 
@@ -71,12 +71,6 @@ def body_of(name: str) -> Any:
     return copy.deepcopy(fixture(name)["body"])
 
 
-def decode_mask(region: dict[str, Any]) -> np.ndarray:
-    flat = brush.decode_rle(region["value"]["rle"])
-    assert flat.size == region["original_width"] * region["original_height"] * 4
-    return flat.reshape(region["original_height"], region["original_width"], 4)[:, :, 3]
-
-
 def assert_brush_region(region: dict[str, Any]) -> np.ndarray:
     assert set(region) >= REQUIRED_KEYS
     assert region["from_name"] == "tag" and region["to_name"] == "image"
@@ -85,7 +79,7 @@ def assert_brush_region(region: dict[str, Any]) -> np.ndarray:
     assert region["value"]["brushlabels"] == ["object"]
     assert region["type"] == "brushlabels" and region["readonly"] is False
     assert isinstance(region["score"], float)
-    return decode_mask(region)
+    return region_mask(region)
 
 
 # -- /setup ---------------------------------------------------------------------------------
@@ -216,7 +210,7 @@ def test_is_positive_forms(app: App, flag: Any, positive: bool) -> None:
     anchor = keypoint(10.0, 10.0, positive=True)
     body["params"]["context"]["result"] = [region, anchor]
     (region_out,) = predict(app, body)["results"][0]["result"]
-    mask = decode_mask(region_out)
+    mask = region_mask(region_out)
     # FakeModel draws around the first positive point: the flagged one if positive, else the anchor.
     assert bool(mask[240, 300] == 255) is positive
     assert bool(mask[48, 64] == 255) is (not positive)
@@ -243,7 +237,7 @@ def test_keypoints_and_rectangle_together(app: App) -> None:
     body = body_of("predict_interactive_rectanglelabels.json")
     body["params"]["context"]["result"].append(keypoint(46.9, 50.0))
     (region,) = predict(app, body)["results"][0]["result"]
-    assert decode_mask(region)[144:336, 192:416].all()  # FakeModel answers the box
+    assert region_mask(region)[144:336, 192:416].all()  # FakeModel answers the box
 
 
 @pytest.mark.parametrize("config", ["", None])

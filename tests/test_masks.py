@@ -23,6 +23,8 @@ from function.core.masks import (
     postprocess,
 )
 
+from .support import examples
+
 
 def disc(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
     yy, xx = np.ogrid[:h, :w]
@@ -115,7 +117,7 @@ def test_a_hole_cut_open_by_the_image_edge_is_not_filled() -> None:
     assert np.array_equal(fill_holes(ring), ring)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(random_masks(max_side=24))
 def test_fill_holes_matches_a_flood_fill_from_outside(mask: np.ndarray) -> None:
     assert np.array_equal(fill_holes(mask), reference_fill_holes(mask))
@@ -173,7 +175,7 @@ def test_default_postprocess_changes_nothing() -> None:
 # -- polygons and boxes --------------------------------------------------------------------
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(random_masks(), st.sampled_from([0.5, 1.0, 3.0, 0.01, 0.2]), st.integers(3, 40))
 def test_polygons_stay_inside_the_image_and_meet_max_points(
     mask: np.ndarray, epsilon: float, max_points: int

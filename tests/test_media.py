@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from label_studio_sdk.converter import brush
 from PIL import Image
 
 from function.adapters.labelstudio.auth import LabelStudioAuth
@@ -32,6 +31,7 @@ from .support import (
     make_app,
     make_settings,
     predict_body,
+    rle_mask,
     sample_array,
 )
 
@@ -162,9 +162,7 @@ def test_exif_rotated_image_rle_uses_the_decoded_size(tmp_path: Path) -> None:
     assert reply.status == 200, reply.body
     region = reply.body["results"][0]["result"][0]
     assert (region["original_width"], region["original_height"]) == (48, 64)
-    mask = brush.decode_rle(region["value"]["rle"])
-    assert mask.size == 48 * 64 * 4
-    assert mask.reshape(64, 48, 4)[32, 24, 3] == 255
+    assert rle_mask(region["value"]["rle"], 48, 64)[32, 24] == 255
 
 
 def png_bytes(img: Image.Image) -> bytes:

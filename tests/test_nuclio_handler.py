@@ -18,7 +18,6 @@ import nuclio_sdk
 import nuclio_sdk.json_encoder
 import numpy as np
 import pytest
-from label_studio_sdk.converter import brush
 from nuclio_sdk.test import Platform
 
 import handler
@@ -28,7 +27,17 @@ from function.core.images import content_key
 from function.core.prompts import Prompt
 
 from .fakes import FakeModel
-from .support import data_uri, encode_image, keypoint, make_app, predict_body, rectangle, sample_array
+from .support import (
+    data_uri,
+    encode_image,
+    keypoint,
+    make_app,
+    predict_body,
+    rectangle,
+    region_mask,
+    rle_mask,
+    sample_array,
+)
 
 W, H = 320, 240
 
@@ -123,9 +132,7 @@ def test_predict_with_real_sam2_decodes_to_the_model_mask(platform: Platform) ->
         (region,) = prediction["result"]
         assert region["type"] == "brushlabels" and region["value"]["format"] == "rle"
         assert (region["original_width"], region["original_height"]) == (W, H)
-        flat = brush.decode_rle(region["value"]["rle"])
-        assert flat.size == W * H * 4
-        mask = flat.reshape(H, W, 4)[:, :, 3]
+        mask = region_mask(region)
         # Random weights: the mask means nothing, but it must be exactly what SAM2 decoded.
         features, cached = app.engine.features(EncoderInput(content_key(png), lambda: sample_array(W, H)))
         assert cached
@@ -158,7 +165,7 @@ def test_predict_mask_covers_the_click(fake_platform: tuple[Platform, FakeModel,
     status, body = call(p, "POST", "/predict", predict_body(image, [keypoint(46.9, 50.0)]), JSON)
     assert status == 200
     region = body["results"][0]["result"][0]
-    mask = brush.decode_rle(region["value"]["rle"]).reshape(480, 640, 4)[:, :, 3]
+    mask = rle_mask(region["value"]["rle"], 640, 480)
     assert mask[240, 300] == 255 and mask[10, 10] == 0
     assert model.encode_calls == 1
 

@@ -15,7 +15,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from label_studio_sdk.converter.brush import decode_rle
 
 from function.core.masks import dilate
 from function.core.model import Segmentation
@@ -23,7 +22,16 @@ from function.core.prompts import POSITIVE, Prompt
 from function.service.app import App
 
 from .fakes import FakeModel
-from .support import call, data_uri, encode_image, keypoint, make_app, predict_body, rectangle
+from .support import (
+    call,
+    data_uri,
+    encode_image,
+    keypoint,
+    make_app,
+    predict_body,
+    rectangle,
+    region_mask,
+)
 
 TYPES = ("BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle")
 PROJECT = "1.1795445671"
@@ -92,8 +100,7 @@ def predict(
 
 
 def brush_mask(region: dict[str, Any]) -> np.ndarray:
-    w, h = region["original_width"], region["original_height"]
-    return np.asarray(decode_rle(region["value"]["rle"])).reshape(h, w, 4)[:, :, 3] > 0
+    return region_mask(region) > 0
 
 
 def near_edge(mask: np.ndarray, expected: np.ndarray, band: int) -> bool:

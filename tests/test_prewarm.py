@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from label_studio_sdk.converter.brush import decode_rle
 
 from function.core.images import content_key
 from function.service.app import App
@@ -28,7 +27,9 @@ from .support import (
     keypoint,
     make_app,
     predict_body,
+    rle_mask,
     sample_array,
+    wait_until,
 )
 
 WAIT_S = 10.0
@@ -47,8 +48,7 @@ def apps() -> Iterator[Callable[..., App]]:
 
     yield build
     for app in made:
-        if app.prewarmer is not None:
-            app.prewarmer.close()
+        app.close()
 
 
 def png(value: int = 30) -> bytes:
@@ -71,19 +71,12 @@ def click(app: App, image: str, x_pct: float = 50.0, y_pct: float = 50.0) -> dic
 
 def mask_of(body: dict[str, Any]) -> np.ndarray:
     value = body["results"][0]["result"][0]["value"]
-    return decode_rle(value["rle"]).reshape(480, 640, 4)[..., 3] > 0
+    return rle_mask(value["rle"], 640, 480) > 0
 
 
 def drain(app: App) -> dict[str, Any]:
     assert app.prewarmer is not None and app.prewarmer.drain(WAIT_S)
     return app.metrics()
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_task_open_then_click_hits_the_cache(tmp_path: Path, apps: Callable[..., App]) -> None:
@@ -163,7 +156,7 @@ def test_click_mid_encode_waits_for_that_pass(tmp_path: Path, apps: Callable[...
     data = png()
     image = data_uri(data)
     open_task(app, image)
-    wait_until(lambda: app.engine.cache.is_in_flight(content_key(data)))
+    wait_until(lambda: app.engine.cache.is_in_flight(content_key(data)), WAIT_S)
 
     body = click(app, image, 25.0, 75.0)
     assert model.encode_calls == 1
@@ -178,7 +171,7 @@ def test_health_answers_while_prewarm_encodes(tmp_path: Path, apps: Callable[...
     app = apps(tmp_path, model)
     data = png()
     open_task(app, data_uri(data))
-    wait_until(lambda: app.engine.cache.is_in_flight(content_key(data)))
+    wait_until(lambda: app.engine.cache.is_in_flight(content_key(data)), WAIT_S)
     assert call(app, "GET", "/health").body["status"] == "UP"
     assert app.engine.cache.is_in_flight(content_key(data))  # answered during the encode
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
 from function.__main__ import main
@@ -20,7 +19,12 @@ from function.tools.sample import BALL_CENTRE, SAMPLE_SIZE, sample_png
 
 from .fakes import FakeModel
 from .local_function import serve_app
-from .support import encode_image, make_app, sample_array
+from .support import (
+    encode_image,
+    make_app,
+    region_mask,
+    sample_array,
+)
 
 
 @pytest.fixture
@@ -42,8 +46,7 @@ def run_probe(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any,
 
 def brush_mask(prediction: dict[str, Any]) -> np.ndarray:
     (region,) = prediction["results"][0]["result"]
-    w, h = region["original_width"], region["original_height"]
-    return decode_rle(region["value"]["rle"]).reshape(h, w, 4)[:, :, 3] > 0
+    return region_mask(region) > 0
 
 
 def disc(cx: float, cy: float, r: int, size: tuple[int, int] = SAMPLE_SIZE) -> np.ndarray:

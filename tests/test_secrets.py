@@ -24,7 +24,6 @@ from function.settings import SECRET_ENV, Settings
 
 from .fakes import FakeModel
 from .image_host import Route, image_host
-from .reliability_support import stop_background_work
 from .support import (
     FakeLabelStudio,
     encode_image,
@@ -138,17 +137,31 @@ def production_log(tmp_path: Path) -> Iterator[io.StringIO]:
 
 
 def test_secret_env_names_cover_every_setting_secret() -> None:
-    assert set(SECRET_ENV) == {"LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN", "BASIC_AUTH_PASS"}
+    assert set(SECRET_ENV) == {
+        "LABEL_STUDIO_API_KEY",
+        "LABEL_STUDIO_ACCESS_TOKEN",
+        "BASIC_AUTH_PASS",
+        "CVAT_FUNCTIONS_REDIS_PASSWORD",
+        "UPSTREAM_PASS",
+    }
     settings = Settings.from_env(
         {
             "LABEL_STUDIO_API_KEY": "a" * 8,
             "LABEL_STUDIO_ACCESS_TOKEN": "b" * 8,
             "BASIC_AUTH_USER": "u",
             "BASIC_AUTH_PASS": "c" * 8,
+            "CVAT_FUNCTIONS_REDIS_HOST": "redis",
+            "CVAT_FUNCTIONS_REDIS_PASSWORD": "d" * 8,
+            "UPSTREAM_URL": "http://gpu:9090",
+            "UPSTREAM_USER": "u",
+            "UPSTREAM_PASS": "e" * 8,
         }
     )
-    assert set(settings.secrets) == {"a" * 8, "b" * 8, "c" * 8}
-    assert "a" * 8 not in repr(settings) and "c" * 8 not in repr(settings)
+    assert set(settings.secrets) == {"a" * 8, "b" * 8, "c" * 8, "d" * 8, "e" * 8}
+    assert all(secret not in repr(settings) for secret in settings.secrets)
+    # A password inside FEATURE_STORE_URL is a secret too (the URL is not).
+    in_url = Settings.from_env({"FEATURE_STORE_URL": "redis://:" + "f" * 8 + "@redis:6379/0"})
+    assert set(in_url.secrets) == {"f" * 8} and "f" * 8 not in repr(in_url)
 
 
 @pytest.mark.parametrize("auth_kind", ["pat", "legacy"])
@@ -197,7 +210,7 @@ def test_no_secret_in_logs_or_replies_across_every_route(
         with running_server(app, log_to_context=True) as url:
             for method, path, body, headers in requests_for(host.url):
                 replies += http_call(url, method, path, body, headers)
-        stop_background_work(app)
+        app.close()  # stop the prewarm worker, so no thread outlives the test
 
     statuses = [json.loads(text) for text in replies[::2] if text.startswith("{")]
     assert any("results" in s and s["results"] and s["results"][0]["result"] for s in statuses), (

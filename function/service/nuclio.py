@@ -8,14 +8,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from function.core.checkpoints import CheckpointMissing
 from function.settings import Settings, SettingsError
 
-from .app import App, Request
-from .compose import build_app
+from .messages import Reply, Request
 from .redact import Redactor, install
+
+if TYPE_CHECKING:
+    from .app import App
+    from .proxy import Proxy
 
 
 class NuclioLogHandler(logging.Handler):
@@ -60,11 +64,20 @@ def init_context(context: Any) -> None:
     context.user_data.app = start(context)
 
 
-def start(context: Any, settings: Settings | None = None) -> App:
-    """Settings from the environment (unless given), logging to `context.logger`, the app."""
+def start(context: Any, settings: Settings | None = None) -> App | Proxy:
+    """Settings from the environment (unless given), logging to `context.logger`, the app.
+
+    With UPSTREAM_URL set, the remote-mode proxy: then nothing imports the model side (torch,
+    numpy, OpenCV), which the slim image does not have."""
     try:
         settings = settings or Settings.from_env(os.environ)
         configure_logging(settings, NuclioLogHandler(context.logger))
+        if settings.upstream_url:
+            from .proxy import Proxy
+
+            return Proxy(settings)
+        from .compose import build_app
+
         return build_app(settings)
     except (SettingsError, CheckpointMissing) as exc:
         # The worker cannot start: say why in one line before Nuclio restarts it.
@@ -73,10 +86,12 @@ def start(context: Any, settings: Settings | None = None) -> App:
 
 
 def handler(context: Any, event: Any) -> Any:
-    app: App = context.user_data.app
+    app: App | Proxy = context.user_data.app
     try:
-        request = Request(str(event.method), str(event.path), event.body, dict(event.headers or {}))
-        reply = app.handle(request)
+        fields = getattr(event, "fields", None)
+        query = urlencode(fields) if isinstance(fields, dict) and fields else ""
+        request = Request(str(event.method), str(event.path), event.body, dict(event.headers or {}), query)
+        reply: Reply = app.handle(request)
     except Exception:  # never let Nuclio answer with a traceback
         reply = app.error_reply(500, "internal error; see the function logs")
     return context.Response(

@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .app import App, Request
+from .app import App
+from .messages import Request
 
 log = logging.getLogger(__name__)
 

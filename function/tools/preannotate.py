@@ -22,8 +22,9 @@ import requests
 
 from function.adapters.labelstudio.auth import LabelStudioAuth
 from function.core.errors import ExpectedError
-from function.service.app import App, Request
+from function.service.app import App
 from function.service.compose import build_app
+from function.service.messages import Request
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 100
