@@ -56,19 +56,25 @@ def rle_counts(mask: np.ndarray) -> list[int]:
 
 
 def rle_string(counts: list[int]) -> str:
-    """pycocotools' compact string form of RLE counts (`rleToString`)."""
-    out = bytearray()
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(c + 48)
-    return out.decode("ascii")
+    """pycocotools' compact string form of RLE counts (`rleToString`), vectorised: each count
+    (from the fourth on, minus the count two before it) is written as 5-bit groups, low first,
+    0x20 marking that another group follows, each byte offset by 48."""
+    c = np.asarray(counts, dtype=np.int64)
+    x = c.copy()
+    x[3:] -= c[1:-2]
+    active = np.ones(len(x), bool)
+    columns = []
+    while active.any():
+        group = x & 0x1F
+        x = x >> 5  # arithmetic shift: negative deltas end at -1
+        more = np.where(group & 0x10, x != -1, x != 0)
+        byte = np.where(more, group | 0x20, group) + 48
+        columns.append(np.where(active, byte, -1))
+        active &= more
+    if not columns:
+        return ""
+    table = np.stack(columns, axis=1)  # one row per count, its bytes left to right
+    return table[table >= 0].astype(np.uint8).tobytes().decode("ascii")
 
 
 def coco_rle(mask: np.ndarray) -> dict[str, Any]:
