@@ -11,6 +11,14 @@ from function.core.errors import (
     OutOfMemory,
     UnsupportedView,
 )
+from function.core.tracking.errors import (
+    FrameMismatch,
+    TooManySessions,
+    TrackingExpired,
+    TrackingLimit,
+    VideoTooLarge,
+    VideoUnreadable,
+)
 
 
 class Unauthorized(ExpectedError):
@@ -30,13 +38,19 @@ STATUS: dict[type[ExpectedError], int] = {
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
+    TrackingExpired: 410,  # "start tracking again": the session is gone, not the route
+    VideoTooLarge: 413,
     ImageTooLarge: 413,
     InvalidInput: 422,
     InvalidPrompt: 422,
     ImageUnreadable: 422,
     UnsupportedView: 422,
+    TrackingLimit: 422,
+    FrameMismatch: 422,
+    VideoUnreadable: 422,
     UpstreamFailed: 502,
     OutOfMemory: 503,
+    TooManySessions: 503,
     UpstreamTimeout: 504,
 }
 
