@@ -116,3 +116,41 @@ def test_session_memory_stays_flat_over_many_steps(tracker: Tracker) -> None:
     # past 6 steps only a pointer (1 KiB) is added per step until 15 are kept
     assert all(b - a == 256 * 4 for a, b in itertools.pairwise(sizes[6:]))
     assert sizes[-1] < (1 + RECENT_MASK_MEMORIES) * (MASKMEM_BYTES + 1024) + 16 * 1024
+
+
+def test_cvat_tracker_calls_on_the_real_model(sam2_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """init + 2 continue calls with a rectangle, a polygon and a mask: types kept, masks
+    well-formed, states small, one encode per frame for the three objects."""
+    import base64
+    import json
+
+    from function.adapters.cvat_tracker import encode_mask
+    from function.service.compose import build_app
+
+    from .support import call, encode_image, make_settings
+
+    app = build_app(make_settings(tmp_path, prewarm=False), model=sam2_model)
+    frames = [base64.b64encode(encode_image(disc_frame(i))).decode() for i in range(3)]
+    disc = disc_frame(0)[..., 0] > 100
+    shapes = [
+        {"type": "rectangle", "points": list(disc_box(0))},
+        {"type": "polygon", "points": [60.0, 10.0, 90.0, 10.0, 90.0, 30.0, 60.0, 30.0]},
+        {"type": "mask", "points": encode_mask(disc)},
+    ]
+    reply = call(app, "POST", "/", {"image": frames[0], "shapes": shapes, "states": []})
+    assert reply.status == 200, reply.body
+    states = reply.body["states"]
+    for i in (1, 2):
+        reply = call(app, "POST", "/", {"image": frames[i], "shapes": [None] * 3, "states": states})
+        assert reply.status == 200, reply.body
+        states = reply.body["states"]
+        assert [s["step"] for s in states] == [i] * 3
+        assert all(len(json.dumps(s, separators=(",", ":"))) < 1024 for s in states)
+        for shape, kind in zip(reply.body["shapes"], ("rectangle", "polygon", "mask"), strict=True):
+            assert shape is None or shape["type"] == kind
+            if shape is not None and kind == "mask":
+                *runs, left, top, right, bottom = shape["points"]
+                assert sum(runs) == (right - left + 1) * (bottom - top + 1)
+                assert 0 <= left <= right < 128 and 0 <= top <= bottom < 96
+    assert app.engine.stats.encoder_calls == 3
+    assert app.tracker is not None and app.tracker.stats.steps == 6

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from function.adapters.cvat import CvatInteractor
+from function.adapters.cvat_tracker import CvatTracker
 from function.adapters.errors import BadRequest
 from function.adapters.labelstudio.backend import LabelStudioBackend
 from function.core.engine import Engine
@@ -21,9 +22,10 @@ from function.core.errors import ExpectedError
 from function.core.feature_store import FeatureTier
 from function.core.images import ImageCache
 from function.core.prewarm import Activity, Prewarmer
+from function.core.tracking.tracker import Tracker
 from function.settings import Settings
 
-from .errors import MethodNotAllowed, NotFound, Unauthorized, status_for
+from .errors import MethodNotAllowed, NotFound, TrackingUnavailable, Unauthorized, status_for
 from .messages import Reply, Request, basic_auth_ok, route_name
 from .redact import Redactor
 
@@ -43,6 +45,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
 UNAUTHENTICATED = ("live",)
 # Any of these keys on `POST /` means a CVAT interactor body (even one missing its image).
 _CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
+# ... and any of these a CVAT tracker body (`{image, shapes, states}`).
+_TRACKER_KEYS = frozenset(("shapes", "states"))
 INTERACTIVE = ("predict", "")  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
 
 
@@ -77,6 +81,8 @@ class App:
         images: ImageCache,
         labelstudio: LabelStudioBackend,
         cvat: CvatInteractor,
+        tracker: Tracker | None = None,
+        cvat_tracker: CvatTracker | None = None,
         activity: Activity,
         prewarmer: Prewarmer | None,
         redact: Redactor,
@@ -86,6 +92,8 @@ class App:
         self.images = images
         self.labelstudio = labelstudio
         self.cvat = cvat
+        self.tracker = tracker
+        self.cvat_tracker = cvat_tracker
         self.activity = activity  # clicks in progress; prewarm waits for them
         self.prewarmer = prewarmer
         self.redact = redact
@@ -106,6 +114,7 @@ class App:
             **self.engine.metrics(),
             "image_cache_bytes": self.images.nbytes,
             "prewarm": self.prewarmer.metrics() if self.prewarmer else {"enabled": False},
+            "tracking": self.tracker.metrics() if self.tracker else {"enabled": False},
         }
 
     @property
@@ -125,11 +134,18 @@ class App:
         if request.method == "GET":
             return Reply(200, self.labelstudio.health())
         body = parse_body(request.body)
+        if isinstance(body, dict) and _TRACKER_KEYS.intersection(body):
+            if self.cvat_tracker is None:
+                raise TrackingUnavailable("tracking needs the SAM2 model; this function has none loaded")
+            return Reply(200, self.cvat_tracker.track(body))
         if isinstance(body, dict) and _CVAT_KEYS.intersection(body):
             return Reply(200, self.cvat.interact(body))
         if isinstance(body, dict) and "tasks" in body:
             return Reply(200, self.labelstudio.predict(body))
-        raise BadRequest("POST / expects a CVAT interactor body (image, pos_points) or Label Studio tasks")
+        raise BadRequest(
+            "POST / expects a CVAT interactor body (image, pos_points), a CVAT tracker body "
+            "(image, shapes, states) or Label Studio tasks"
+        )
 
     def _check_auth(self, request: Request) -> None:
         s = self.settings

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from function.adapters.cvat import CvatInteractor
+from function.adapters.cvat_tracker import CvatTracker
 from function.adapters.errors import BadRequest
 from function.adapters.labelstudio.auth import LabelStudioAuth
 from function.adapters.labelstudio.backend import LabelStudioBackend
@@ -25,6 +26,9 @@ from function.core.model import SegmentationModel
 from function.core.pipeline import Segmenter
 from function.core.prewarm import Activity, Prewarmer
 from function.core.redis_tier import redis_feature_tier
+from function.core.tracking.model import TrackerModel
+from function.core.tracking.session import SessionLimits, SessionStore
+from function.core.tracking.tracker import Tracker
 from function.settings import Settings, SettingsError
 
 from .app import App
@@ -82,7 +86,32 @@ def shared_feature_tier(
     )
 
 
-def build_app(settings: Settings, model: SegmentationModel | None = None) -> App:
+def tracker_for(model: SegmentationModel) -> TrackerModel | None:
+    """SAM2's video memory on the image model's own weights (no second copy); None for a
+    model that cannot track (test fakes)."""
+    from function.core.sam2_model import Sam2Model
+
+    if not isinstance(model, Sam2Model):
+        return None
+    from function.core.tracking.sam2_tracker import Sam2Tracker
+
+    return Sam2Tracker(model)
+
+
+def build_tracker(settings: Settings, engine: Engine, model: TrackerModel) -> Tracker:
+    """The tracking engine on the image engine (the same feature cache); sessions per settings."""
+    limits = SessionLimits(
+        max_bytes=settings.tracking_memory_bytes,
+        ttl_s=settings.tracking_session_ttl_s,
+        max_sessions=settings.tracking_max_sessions,
+        versions_kept=settings.tracking_versions_kept,
+    )
+    return Tracker(engine, model, SessionStore(limits), max_objects=settings.tracking_max_objects)
+
+
+def build_app(
+    settings: Settings, model: SegmentationModel | None = None, tracker_model: TrackerModel | None = None
+) -> App:
     """Load SAM2 (unless a model is given) and wire everything once per process."""
     try:  # deployment defaults are checked at start, not on every /predict
         parse_options(dict(settings.default_extra_params))
@@ -95,6 +124,8 @@ def build_app(settings: Settings, model: SegmentationModel | None = None) -> App
     engine = Engine(model, FeatureCache(settings.feature_cache_bytes, tier))
     images = ImageCache(settings.image_cache_bytes)
     segmenter = Segmenter(engine, images)
+    tracker_model = tracker_model or tracker_for(model)
+    tracker = build_tracker(settings, engine, tracker_model) if tracker_model else None
     redact = Redactor(settings.secrets)
     media = MediaFetcher(settings, images, label_studio_auth(settings))
     projects = Projects(ProjectStore(settings.project_store_dir), settings.default_extra_params)
@@ -126,6 +157,8 @@ def build_app(settings: Settings, model: SegmentationModel | None = None) -> App
         images=images,
         labelstudio=labelstudio,
         cvat=CvatInteractor(settings, segmenter, images),
+        tracker=tracker,
+        cvat_tracker=CvatTracker(settings, tracker, segmenter, images) if tracker else None,
         activity=activity,
         prewarmer=prewarmer,
         redact=redact,

@@ -33,6 +33,10 @@ class MethodNotAllowed(ExpectedError):
     """The route exists but not for this method."""
 
 
+class TrackingUnavailable(ExpectedError):
+    """A tracking call reached a function built without a model that can track."""
+
+
 STATUS: dict[type[ExpectedError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
@@ -51,6 +55,7 @@ STATUS: dict[type[ExpectedError], int] = {
     UpstreamFailed: 502,
     OutOfMemory: 503,
     TooManySessions: 503,
+    TrackingUnavailable: 503,
     UpstreamTimeout: 504,
 }
 

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,21 @@ class Tracker:
         self.store = store
         self.max_objects = max_objects
         self.stats = TrackingStats()
+
+    def metrics(self) -> dict[str, Any]:
+        store = self.store
+        return {
+            "sessions": len(store),
+            "snapshots": store.snapshot_count,
+            "memory_bytes": store.nbytes,
+            "max_memory_bytes": store.limits.max_bytes,
+            "evictions": store.evictions,
+            "prompts": self.stats.prompts,
+            "steps": self.stats.steps,
+            "frames": self.stats.frames,
+            "frames_encoded": self.stats.frames_encoded,
+            "step_seconds": round(self.stats.step_seconds, 3),
+        }
 
     def _check_objects(self, count: int) -> None:
         if count > self.max_objects:
