@@ -18,6 +18,7 @@ from function.adapters.labelstudio.media import MediaFetcher
 from function.adapters.labelstudio.params import parse_options
 from function.adapters.labelstudio.projects import Projects, ProjectStore
 from function.adapters.labelstudio.tasks import FirstClick
+from function.adapters.labelstudio.video import VideoTracking
 from function.core.checkpoints import require_checkpoint
 from function.core.engine import Engine, FeatureCache
 from function.core.feature_store import FeatureCodec, FeatureTier, ModelIdentity, checkpoint_hash
@@ -150,6 +151,7 @@ def build_app(
         projects,
         model_info,
         on_task_open=prewarmer.on_task_open if prewarmer else None,
+        video=VideoTracking(settings, tracker, media, settings.resolved_version) if tracker else None,
     )
     return App(
         settings,

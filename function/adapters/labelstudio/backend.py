@@ -20,6 +20,7 @@ from .params import Options, decode_extra_params, parse_options
 from .projects import Projects, ProjectState, project_id
 from .results import mask_regions
 from .tasks import first_image_name, task_image
+from .video import VideoTracking, is_video_context
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class LabelStudioBackend:
         projects: Projects,
         model_info: dict[str, Any],
         on_task_open: TaskOpenHook | None = None,
+        video: VideoTracking | None = None,
     ) -> None:
         self.settings = settings
         self.segmenter = segmenter
@@ -44,6 +46,7 @@ class LabelStudioBackend:
         self.model_info = model_info
         self.version = settings.resolved_version
         self.on_task_open = on_task_open
+        self.video = video
 
     # -- cheap routes -------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -94,9 +97,14 @@ class LabelStudioBackend:
             return {"results": []}
         if not isinstance(context, dict):
             raise BadRequest("params.context must be an object or null")
-        regions = parse_regions(context.get("result", []))
+        result = context.get("result", [])
         config = self.projects.label_config(pid, body.get("label_config"))
         options = self.projects.options(pid)
+        if is_video_context(result):
+            if self.video is None:
+                raise InvalidInput("video tracking needs the SAM2 model; this function has none loaded")
+            return {"results": [self.video.predict_task(t, result, config, options) for t in tasks]}
+        regions = parse_regions(result)
         return {"results": [self._predict_task(t, regions, config, options) for t in tasks]}
 
     def _empty(self) -> dict[str, Any]:

@@ -41,11 +41,21 @@ class ReturnFormat:
 
 
 @dataclass(frozen=True)
+class VideoOptions:
+    """Video tracking per project: frames per object and request (None: the deployment's
+    MAX_FRAMES_TO_TRACK), and the direction from each object's prompt keyframe."""
+
+    max_frames_to_track: int | None = None
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
 class Options:
     return_format: ReturnFormat = field(default_factory=ReturnFormat)
     fullframe_resize: ResizeSpec | None = None
     subpatching: PatchSpec | None = None
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    video: VideoOptions = field(default_factory=lambda: VideoOptions())
 
     @property
     def return_type(self) -> str:
@@ -224,7 +234,15 @@ def _postprocess(value: Any, path: str, fmt: ReturnFormat) -> PostprocessSpec:
     return PostprocessSpec(threshold, fill, grow)
 
 
-TOP_LEVEL_KEYS = ("fullframe_resize", "subpatching", "postprocess", "return_format")
+TOP_LEVEL_KEYS = (
+    "fullframe_resize",
+    "subpatching",
+    "postprocess",
+    "return_format",
+    "max_frames_to_track",
+    "track_direction",
+)
+MAX_FRAMES_TO_TRACK = 100_000  # the deployment's MAX_FRAMES_PER_REQUEST caps it further
 
 
 def parse_options(raw: dict[str, Any]) -> Options:
@@ -238,4 +256,10 @@ def parse_options(raw: dict[str, Any]) -> Options:
     if params.get("fullframe_resize") is not None:
         resize = _fullframe_resize(params["fullframe_resize"], "extra_params.fullframe_resize")
     patch = _subpatching(params.get("subpatching"), "extra_params.subpatching")
-    return Options(fmt, resize, patch, post)
+    frames = params.get("max_frames_to_track")
+    if frames is not None:
+        frames = _int(frames, "extra_params.max_frames_to_track", 1, MAX_FRAMES_TO_TRACK)
+    direction = params.get("track_direction", "forward")
+    if direction not in ("forward", "reverse"):
+        raise _fail("extra_params.track_direction", f"must be 'forward' or 'reverse', got {direction!r}")
+    return Options(fmt, resize, patch, post, VideoOptions(frames, direction == "reverse"))
