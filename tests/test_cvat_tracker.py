@@ -198,3 +198,10 @@ def test_legacy_point_lists_new_objects_mid_track_and_the_object_limit(tmp_path:
 def test_interactor_bodies_still_reach_the_interactor(app: App) -> None:
     reply = call(app, "POST", "/", {"image": image(0), "pos_points": [[24, 48]], "neg_points": []})
     assert reply.status == 200 and "mask" in reply.body and "states" not in reply.body
+
+
+def test_a_function_without_a_tracking_model_says_so(tmp_path: Path) -> None:
+    app = build_app(make_settings(tmp_path, prewarm=False), model=FakeModel())
+    reply = call(app, "POST", "/", {"image": image(0), "shapes": [RECT], "states": []})
+    assert reply.status == 503 and "tracking needs the SAM2 model" in reply.body["error"]
+    assert call(app, "GET", "/metrics").body["tracking"] == {"enabled": False}

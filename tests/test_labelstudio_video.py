@@ -206,3 +206,13 @@ def test_decoded_frames_are_the_videos_frames(tmp_path: Path, mp4: bytes) -> Non
             others = [np.abs(px.astype(int) - disc_frame(j).astype(int)).mean() for j in range(FRAMES)]
             assert int(np.argmin(others)) == i
     assert [i for i, _ in frames_reversed(path, 3, 9, chunk=3)] == [9, 8, 7, 6, 5, 4, 3]
+
+
+def test_frame_settings_are_checked_at_start() -> None:
+    from function.settings import Settings, SettingsError
+
+    settings = Settings.from_env({"MAX_FRAMES_TO_TRACK": "40", "MAX_FRAMES_PER_REQUEST": "50"})
+    assert (settings.max_frames_to_track, settings.max_frames_per_request) == (40, 50)
+    assert Settings.from_env({"MAX_FRAMES_PER_REQUEST": "4"}).max_frames_to_track == 4
+    with pytest.raises(SettingsError, match="MAX_FRAMES_TO_TRACK"):
+        Settings.from_env({"MAX_FRAMES_TO_TRACK": "60", "MAX_FRAMES_PER_REQUEST": "50"})
