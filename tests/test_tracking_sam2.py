@@ -108,7 +108,7 @@ def test_session_memory_stays_flat_over_many_steps(tracker: Tracker) -> None:
     flat = Tracker(tracker.engine, tracker.model, store)
     snap, _ = flat.start(frame(0), {"disc": TrackPrompt(box=Box(*disc_box(0)))})
     sizes = []
-    for i in range(1, 10):
+    for i in range(1, 9):
         snap, _ = flat.step(snap.ref, frame(i % 3))
         sizes.append(store.nbytes)
     bank = snap.banks["disc"]
