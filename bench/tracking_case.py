@@ -137,3 +137,27 @@ def rows(model: Any, config: str, checkpoint: Path, device: str, quick: bool) ->
             "ours streams frames",
         ),
     ]
+
+
+def main() -> None:
+    """`python -m bench.tracking_case [--quick] [--device cpu]`: the tracking rows alone."""
+    import argparse
+
+    from bench.common import markdown, model_files
+    from function.core.sam2_model import Sam2Model
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="tiny")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sam2-bench-") as tmp:
+        files = model_files(args.model, Path(tmp))
+        model = Sam2Model.load(files.config, files.checkpoint, args.device)
+        found = rows(model, files.config, files.checkpoint, args.device, args.quick)
+    print(f"Model: {files.label}, device {args.device}.\n")
+    print(markdown(found))
+
+
+if __name__ == "__main__":
+    main()
