@@ -4,6 +4,7 @@ stand-in for SAM2's video memory behind the `TrackerModel` interface."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,11 @@ class FakeTracker:
         return FrameMemory(
             {"frame": memory.data["frame"], "mask": memory.data["mask"]}, 1024, mask_memory=False
         )
+
+    # MemoryCodec: what the shared tier stores (tracking/shared.py)
+    def export_memory(self, memory: FrameMemory) -> dict[str, np.ndarray]:
+        return {"mask": memory.data["mask"], "frame": np.array([memory.data["frame"]], np.int64)}
+
+    def import_memory(self, arrays: Mapping[str, np.ndarray], mask_memory: bool) -> FrameMemory:
+        data = {"mask": arrays["mask"].copy(), "frame": int(arrays["frame"][0])}
+        return FrameMemory(data, self.memory_bytes if mask_memory else 1024, mask_memory)

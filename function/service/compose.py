@@ -7,6 +7,7 @@ construction.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from function.adapters.cvat import CvatInteractor
@@ -29,6 +30,7 @@ from function.core.prewarm import Activity, Prewarmer
 from function.core.redis_tier import redis_feature_tier
 from function.core.tracking.model import TrackerModel
 from function.core.tracking.session import SessionLimits, SessionStore
+from function.core.tracking.shared import MemoryCodec, SharedSnapshots, redis_snapshots
 from function.core.tracking.tracker import Tracker
 from function.settings import Settings, SettingsError
 
@@ -61,19 +63,25 @@ def label_studio_auth(settings: Settings) -> LabelStudioAuth | None:
     )
 
 
-def shared_feature_tier(
-    settings: Settings, model: SegmentationModel, activity: Activity | None = None
-) -> FeatureTier | None:
-    """The Redis tier behind the LRU when FEATURE_STORE_URL (or CVAT's Redis env) is set.
+def model_identity(settings: Settings) -> ModelIdentity:
+    """What shared entries are keyed by: the config name and a hash of the checkpoint's bytes."""
+    checkpoint = settings.model_checkpoint
+    digest = checkpoint_hash(checkpoint) if checkpoint is not None and checkpoint.is_file() else "none"
+    return ModelIdentity(Path(settings.model_config).stem, digest)
 
-    Entries are keyed by model: the config name and a hash of the checkpoint file's bytes."""
+
+def shared_feature_tier(
+    settings: Settings,
+    model: SegmentationModel,
+    activity: Activity | None = None,
+    identity: ModelIdentity | None = None,
+) -> FeatureTier | None:
+    """The Redis tier behind the LRU when FEATURE_STORE_URL (or CVAT's Redis env) is set."""
     if not settings.feature_store_enabled:
         return None
     if not isinstance(model, FeatureCodec):
         raise SettingsError("FEATURE_STORE_URL", "this model cannot share its features")
-    checkpoint = settings.model_checkpoint
-    digest = checkpoint_hash(checkpoint) if checkpoint is not None and checkpoint.is_file() else "none"
-    identity = ModelIdentity(Path(settings.model_config).stem, digest)
+    identity = identity or model_identity(settings)
     log.info("shared feature tier on for %s (timeout %g s)", identity.id, settings.feature_store_timeout_s)
     return redis_feature_tier(
         settings.feature_store_url,
@@ -99,7 +107,33 @@ def tracker_for(model: SegmentationModel) -> TrackerModel | None:
     return Sam2Tracker(model)
 
 
-def build_tracker(settings: Settings, engine: Engine, model: TrackerModel) -> Tracker:
+def shared_snapshots(
+    settings: Settings, model: TrackerModel, identity: ModelIdentity | None = None
+) -> SharedSnapshots | None:
+    """Tracking snapshots in the same Redis as the feature tier, so any replica continues a
+    track; kept for the tier's TTL, at most the session TTL."""
+    if not settings.feature_store_enabled:
+        return None
+    if not isinstance(model, MemoryCodec):
+        log.warning("this tracking model cannot share its memory: tracks continue only where they started")
+        return None
+    ttl = math.ceil(settings.tracking_session_ttl_s)
+    if settings.feature_store_ttl_s:
+        ttl = min(ttl, settings.feature_store_ttl_s)
+    return redis_snapshots(
+        settings.feature_store_url,
+        identity or model_identity(settings),
+        model,
+        password=settings.feature_store_password,
+        timeout_s=settings.feature_store_timeout_s,
+        ttl_s=ttl,
+        retry_s=settings.feature_store_retry_s,
+    )
+
+
+def build_tracker(
+    settings: Settings, engine: Engine, model: TrackerModel, identity: ModelIdentity | None = None
+) -> Tracker:
     """The tracking engine on the image engine (the same feature cache); sessions per settings."""
     limits = SessionLimits(
         max_bytes=settings.tracking_memory_bytes,
@@ -107,7 +141,13 @@ def build_tracker(settings: Settings, engine: Engine, model: TrackerModel) -> Tr
         max_sessions=settings.tracking_max_sessions,
         versions_kept=settings.tracking_versions_kept,
     )
-    return Tracker(engine, model, SessionStore(limits), max_objects=settings.tracking_max_objects)
+    return Tracker(
+        engine,
+        model,
+        SessionStore(limits),
+        max_objects=settings.tracking_max_objects,
+        shared=shared_snapshots(settings, model, identity),
+    )
 
 
 def build_app(
@@ -121,12 +161,13 @@ def build_app(
     if model is None:
         model = load_model(settings)
     activity = Activity()  # clicks in progress: prewarm and tier writes wait for them
-    tier = shared_feature_tier(settings, model, activity)
+    identity = model_identity(settings) if settings.feature_store_enabled else None
+    tier = shared_feature_tier(settings, model, activity, identity)
     engine = Engine(model, FeatureCache(settings.feature_cache_bytes, tier))
     images = ImageCache(settings.image_cache_bytes)
     segmenter = Segmenter(engine, images)
     tracker_model = tracker_model or tracker_for(model)
-    tracker = build_tracker(settings, engine, tracker_model) if tracker_model else None
+    tracker = build_tracker(settings, engine, tracker_model, identity) if tracker_model else None
     redact = Redactor(settings.secrets)
     media = MediaFetcher(settings, images, label_studio_auth(settings))
     projects = Projects(ProjectStore(settings.project_store_dir), settings.default_extra_params)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..model import ImageFeatures
 from ..sam2_model import Sam2Model
+from ..wire import CorruptEntry
 from .model import FrameMemory, MemoryBank, TrackedMask, TrackPrompt
 
 # SAM2 compares frame indices with the video length; a session has no known end.
@@ -98,6 +100,44 @@ class Sam2Tracker:
     def pointer_only(self, memory: FrameMemory) -> FrameMemory:
         ptr = memory.data["obj_ptr"]
         return FrameMemory({"obj_ptr": ptr}, ptr.numel() * ptr.element_size(), mask_memory=False)
+
+    # -- MemoryCodec (shared.py): a memory as plain arrays, bfloat16 as its raw 16 bits ------
+    def export_memory(self, memory: FrameMemory) -> dict[str, np.ndarray]:
+        import torch
+
+        out = {"obj_ptr": memory.data["obj_ptr"].float().cpu().numpy()}
+        maskmem = memory.data.get("maskmem_features")
+        if maskmem is not None:
+            out["maskmem_bf16"] = maskmem.to(torch.bfloat16).cpu().view(torch.int16).numpy()
+        return out
+
+    def import_memory(self, arrays: Mapping[str, np.ndarray], mask_memory: bool) -> FrameMemory:
+        import torch
+
+        side = self.image_size // 16  # SAM2's memory is at the top level's stride
+        ptr_shape, maskmem_shape = (1, int(self.video.hidden_dim)), (1, int(self.video.mem_dim), side, side)
+        expected: dict[str, tuple[tuple[int, ...], Any]] = {"obj_ptr": (ptr_shape, np.float32)}
+        if mask_memory:
+            expected["maskmem_bf16"] = (maskmem_shape, np.int16)
+        if set(arrays) != set(expected) or any(
+            arrays[k].shape != shape or arrays[k].dtype != dtype for k, (shape, dtype) in expected.items()
+        ):
+            raise CorruptEntry("memory arrays of another model")
+        ptr = torch.from_numpy(arrays["obj_ptr"].copy()).to(self.device)
+        data = {"obj_ptr": ptr}
+        nbytes = ptr.numel() * ptr.element_size()
+        if mask_memory:
+            bits = torch.from_numpy(arrays["maskmem_bf16"].copy())
+            maskmem = bits.view(torch.bfloat16).to(self.device)
+            data["maskmem_features"] = maskmem
+            nbytes += maskmem.numel() * maskmem.element_size()
+            if self._maskmem_pos_enc is None:  # a replica continuing a track it did not start
+                with self.image_model._inference():
+                    x = maskmem.float()
+                    pos = self.video.memory_encoder.position_encoding(x).to(x.dtype)
+                with self._lock:
+                    self._maskmem_pos_enc = [pos[0:1].clone()]
+        return FrameMemory(data, int(nbytes), mask_memory)
 
     # -- internals ------------------------------------------------------------------------
     def _entry(self, memory: FrameMemory) -> dict[str, Any]:

@@ -86,18 +86,25 @@ class SessionStore:
         """Reserve an id (128 random bits). May evict the least recently used idle session."""
         now = self.clock()
         with self._lock:
-            self._expire(now)
-            while len(self._sessions) >= self.limits.max_sessions:
-                oldest = min(self._sessions.items(), key=lambda kv: kv[1].last_used)
-                if now - oldest[1].last_used < self.limits.busy_s:
-                    raise TooManySessions(
-                        f"this replica already tracks {len(self._sessions)} active sessions "
-                        "(TRACKING_MAX_SESSIONS); try again shortly"
-                    )
-                self._drop_session(oldest[0])
+            self._make_room(now)
             sid = secrets.token_urlsafe(16)
             self._sessions[sid] = _Session(now)
             return sid
+
+    def adopt(self, snapshot: Snapshot) -> Snapshot:
+        """Keep a snapshot another replica made (from the shared tier); its session is created
+        here if this replica does not know it. Returns the snapshot now held for its ref."""
+        now = self.clock()
+        ref = snapshot.ref
+        with self._lock:
+            found = self._snapshots.get(ref)
+            if found is not None:  # a concurrent call adopted it first
+                return found[0]
+            if ref.session not in self._sessions:
+                self._make_room(now)
+                self._sessions[ref.session] = _Session(now)
+        self.put(snapshot)
+        return snapshot
 
     def next_ref(self, session: str) -> StateRef:
         with self._lock:
@@ -114,10 +121,13 @@ class SessionStore:
             info = self._sessions.get(ref.session)
             if info is None:
                 raise TrackingExpired()
+            if ref in self._snapshots:
+                return
             for memory in snapshot.memories():
                 self._acquire(memory)
             self._snapshots[ref] = (snapshot, now)
             info.steps.append(ref.step)
+            info.next_step = max(info.next_step, ref.step + 1)
             info.last_used = now
             while len(info.steps) > self.limits.versions_kept:
                 self._drop(StateRef(ref.session, info.steps[0]))
@@ -144,6 +154,17 @@ class SessionStore:
             self._drop_session(session)
 
     # -- internals (lock held) ------------------------------------------------------------
+    def _make_room(self, now: float) -> None:
+        self._expire(now)
+        while len(self._sessions) >= self.limits.max_sessions:
+            oldest = min(self._sessions.items(), key=lambda kv: kv[1].last_used)
+            if now - oldest[1].last_used < self.limits.busy_s:
+                raise TooManySessions(
+                    f"this replica already tracks {len(self._sessions)} active sessions "
+                    "(TRACKING_MAX_SESSIONS); try again shortly"
+                )
+            self._drop_session(oldest[0])
+
     def _acquire(self, memory: FrameMemory) -> None:
         held = self._refs.get(id(memory))
         if held is None:

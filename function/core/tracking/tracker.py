@@ -20,9 +20,10 @@ import numpy as np
 
 from ..engine import EncoderInput, Engine
 from ..images import content_key
-from .errors import FrameMismatch, TrackingLimit
+from .errors import FrameMismatch, TrackingExpired, TrackingLimit
 from .model import MemoryBank, TrackedMask, TrackerModel, TrackPrompt
 from .session import SessionStore, Snapshot, StateRef
+from .shared import SharedSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,18 @@ class TrackingStats:
 
 class Tracker:
     def __init__(
-        self, engine: Engine, model: TrackerModel, store: SessionStore, max_objects: int = 16
+        self,
+        engine: Engine,
+        model: TrackerModel,
+        store: SessionStore,
+        max_objects: int = 16,
+        shared: SharedSnapshots | None = None,
     ) -> None:
         self.engine = engine
         self.model = model
         self.store = store
         self.max_objects = max_objects
+        self.shared = shared  # snapshots other replicas can continue (FEATURE_STORE_URL)
         self.stats = TrackingStats()
 
     def metrics(self) -> dict[str, Any]:
@@ -92,6 +99,7 @@ class Tracker:
             "frames": self.stats.frames,
             "frames_encoded": self.stats.frames_encoded,
             "step_seconds": round(self.stats.step_seconds, 3),
+            "shared": self.shared.metrics() if self.shared else {"enabled": False},
         }
 
     def _check_objects(self, count: int) -> None:
@@ -122,6 +130,26 @@ class Tracker:
         self.stats.step_seconds += time.perf_counter() - started
         return bank.advanced(index, memory, self.model.pointer_only), result
 
+    # -- snapshots: here, else from the shared tier -------------------------------------
+    def _snapshot(self, ref: StateRef) -> Snapshot:
+        try:
+            return self.store.get(ref)
+        except TrackingExpired:
+            loaded = self.shared.load(ref) if self.shared else None
+            if loaded is None:
+                raise
+            return self.store.adopt(loaded)
+
+    def _keep(self, session: str, frame: int, hw: tuple[int, int], banks: dict[str, MemoryBank]) -> Snapshot:
+        ref = self.store.next_ref(session)
+        if self.shared:
+            ref = self.shared.reserve(ref)
+        snapshot = Snapshot(ref, frame, hw, banks)
+        self.store.put(snapshot)
+        if self.shared:  # before the reply: the next call may land on another replica
+            self.shared.save(snapshot)
+        return snapshot
+
     # -- one frame per call, sessions --------------------------------------------------
     def start(
         self, frame: Frame, prompts: Mapping[str, TrackPrompt], reverse: bool = False
@@ -134,17 +162,14 @@ class Tracker:
         banks, results = {}, {}
         for key, prompt in prompts.items():
             banks[key], results[key] = self._start_one(features, prompt, frame.index, reverse)
-        session = self.store.new_session()
-        snapshot = Snapshot(self.store.next_ref(session), frame.index, frame.hw, banks)
-        self.store.put(snapshot)
-        return snapshot, results
+        return self._keep(self.store.new_session(), frame.index, frame.hw, banks), results
 
     def step(
         self, ref: StateRef, frame: Frame | None, objects: Iterable[str] | None = None
     ) -> tuple[Snapshot, dict[str, TrackedMask]]:
         """Continue the snapshot `ref` on the next frame (`frame.index` is ignored: the next
         frame of each bank is taken). `objects`: the subset to continue (default all)."""
-        snapshot = self.store.get(ref)
+        snapshot = self._snapshot(ref)
         if frame is None:
             raise FrameMismatch("no frame to track on")
         if tuple(frame.hw) != tuple(snapshot.frame_hw):
@@ -162,9 +187,7 @@ class Tracker:
             bank = snapshot.banks[key]
             banks[key], results[key] = self._track_one(features, bank, bank.next_frame())
         next_frame = banks[wanted[0]].last_frame if wanted else snapshot.frame
-        new = Snapshot(self.store.next_ref(ref.session), next_frame, snapshot.frame_hw, banks)
-        self.store.put(new)
-        return new, results
+        return self._keep(ref.session, next_frame, snapshot.frame_hw, banks), results
 
     # -- a window of frames in one call --------------------------------------------------
     def run(
