@@ -138,9 +138,16 @@ class Breaker:
     Logs once when it opens (with the error's type and text) and once when the store works again.
     """
 
-    def __init__(self, retry_s: float, what: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        retry_s: float,
+        what: str,
+        clock: Callable[[], float] = time.monotonic,
+        fallback: str = "encoding locally",
+    ) -> None:
         self.retry_s = retry_s
         self.what = what
+        self.fallback = fallback
         self.clock = clock
         self._open_until: float | None = None
         self._lock = threading.Lock()
@@ -163,10 +170,11 @@ class Breaker:
                 self.opened += 1
         if first:
             log.warning(
-                "%s unavailable (%s: %s): encoding locally, retrying every %g s",
+                "%s unavailable (%s: %s): %s, retrying every %g s",
                 self.what,
                 type(exc).__name__,
                 str(exc)[:200],
+                self.fallback,
                 self.retry_s,
             )
 

@@ -207,7 +207,7 @@ class SharedSnapshots:
         self.ttl_s = max(1, ttl_s)
         self.store_errors = store_errors
         self.prefix = f"{prefix}:t{FORMAT_VERSION}:{identity.id}:"
-        self.breaker = Breaker(retry_s, describe)
+        self.breaker = Breaker(retry_s, describe, fallback="tracking locally")
         self.stats = SnapshotStats()
 
     def key(self, ref: StateRef) -> str:
