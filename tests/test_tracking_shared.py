@@ -154,6 +154,22 @@ def test_a_track_started_on_a_continues_on_b(tmp_path: Path, redis_server: Redis
     assert metrics["enabled"] and metrics["available"] and metrics["saved"] == 1
 
 
+def test_step_numbers_stay_unique_when_redis_lost_the_counter(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a, b = tracker_app(tmp_path, redis_server, "a"), tracker_app(tmp_path, redis_server, "b")
+    states = track(a, {"image": image(0), "shapes": [RECT], "states": []})["states"]
+    for i in (1, 2):
+        states = track(a, {"image": image(i), "shapes": [None], "states": states})["states"]
+    client = redis_server.client()
+    (counter,) = client.keys("sam2-nuclio:t1:*:next")
+    client.delete(counter)  # e.g. a restarted Redis that kept only some keys
+    on_b = track(b, {"image": image(3), "shapes": [None], "states": states})["states"][0]["step"]
+    on_a = track(a, {"image": image(3), "shapes": [None], "states": states})["states"][0]["step"]
+    assert states[0]["step"] == 2 and sorted({on_a, on_b}) == [3, 4]
+    assert 0 < client.ttl(counter) <= shared_of(a).ttl_s
+
+
 def test_a_corrupt_or_foreign_snapshot_is_never_used(tmp_path: Path, redis_server: RedisServer) -> None:
     a, b = tracker_app(tmp_path, redis_server, "a"), tracker_app(tmp_path, redis_server, "b")
     init = track(a, {"image": image(0), "shapes": [RECT, RECT], "states": []})

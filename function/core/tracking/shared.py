@@ -13,8 +13,9 @@ step, truncated, corrupt, a dtype outside a short list) is ignored: the client g
 "tracking state expired". Store failures never fail a step: the breaker of the feature tier
 opens, the replica works locally, and the store is tried again after `retry_s`.
 
-Step numbers are reserved with one INCR per step on a per-session counter, so two replicas
-continuing one session never write the same `(session, step)`.
+Step numbers are reserved with one atomic script call per step on a per-session counter (never
+below the replica's own next step), so two replicas continuing one session never write the same
+`(session, step)`.
 """
 
 from __future__ import annotations
@@ -59,9 +60,21 @@ class SnapshotStore(Protocol):
 
     def set(self, name: str, value: bytes, ex: int | None = None) -> Any: ...
 
-    def incr(self, name: str) -> Any: ...
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
 
-    def expire(self, name: str, time: int) -> Any: ...
+
+# The next step number of a session: one past the larger of the counter and the caller's own
+# next step (a counter lost with a restarted Redis catches up), refreshed to the snapshots' TTL.
+_RESERVE = """
+local n = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if n < floor then
+  n = floor
+  redis.call('SET', KEYS[1], n)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return n
+"""
 
 
 # -- the value format ---------------------------------------------------------------------------
@@ -230,10 +243,9 @@ class SharedSnapshots:
     def reserve(self, ref: StateRef) -> StateRef:
         """`ref`, or a later step of its session no replica has used (the store's counter)."""
         counter = f"{self.prefix}{ref.session}:next"
-        ok, count = self._call(self.store.incr, counter)
+        ok, count = self._call(self.store.eval, _RESERVE, 1, counter, ref.step + 1, self.ttl_s)
         if not ok:
             return ref
-        self._call(self.store.expire, counter, self.ttl_s)
         return StateRef(ref.session, max(ref.step, int(count) - 1))
 
     def save(self, snapshot: Snapshot) -> bool:
