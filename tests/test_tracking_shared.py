@@ -207,6 +207,16 @@ def test_with_redis_down_a_tracks_locally(tmp_path: Path, redis_server: RedisSer
     }
 
 
+def test_a_snapshot_that_cannot_be_packed_is_kept_local(tmp_path: Path, redis_server: RedisServer) -> None:
+    a = tracker_app(tmp_path, redis_server, "a")
+    codec = shared_of(a).codec
+    codec.export_memory = lambda memory: {"odd": np.array(["text"])}  # type: ignore[method-assign]
+    states = track(a, {"image": image(0), "shapes": [RECT], "states": []})["states"]
+    out = track(a, {"image": image(1), "shapes": [None], "states": states})
+    assert out["shapes"][0]["points"][0] == 10 + STEP_PX
+    assert shared_of(a).stats.save_errors == 2 and shared_of(a).metrics()["available"]
+
+
 def test_without_a_store_nothing_is_shared(tmp_path: Path) -> None:
     app = tracker_app(tmp_path, None, "solo")
     assert app.tracker is not None and app.tracker.shared is None

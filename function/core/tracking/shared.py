@@ -249,7 +249,13 @@ class SharedSnapshots:
         return StateRef(ref.session, max(ref.step, int(count) - 1))
 
     def save(self, snapshot: Snapshot) -> bool:
-        blob = pack_snapshot(snapshot, self.identity, self.codec)
+        """Store now (False when not stored: the track then continues only on this replica)."""
+        try:
+            blob = pack_snapshot(snapshot, self.identity, self.codec)
+        except Exception as exc:  # e.g. a header over its limit: never fails the step
+            self.stats.save_errors += 1
+            log.warning("tracking snapshot not shared (%s: %s)", type(exc).__name__, str(exc)[:200])
+            return False
         ok, _ = self._call(self.store.set, self.key(snapshot.ref), blob, ex=self.ttl_s)
         if ok:
             self.stats.saved += 1
