@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += mask_cases.polygon_rows(args.quick)
         rows += mask_cases.cvat_rows()
         section("masks", t)
+        t = time.perf_counter()
+        from bench import tracking_case
+
+        rows += tracking_case.rows(model, files.config, files.checkpoint, args.device, args.quick)
+        section("tracking", t)
 
         if not args.quick and not os.environ.get("MODEL_CHECKPOINT"):
             t = time.perf_counter()

@@ -75,6 +75,15 @@ KNOWN_ENV = (
     "UPSTREAM_TIMEOUT_S",
     "UPSTREAM_USER",
     "UPSTREAM_PASS",
+    "TRACKING_MAX_OBJECTS",
+    "TRACKING_MAX_SESSIONS",
+    "TRACKING_SESSION_TTL_S",
+    "TRACKING_MEMORY_MB",
+    "TRACKING_VERSIONS_KEPT",
+    "MAX_FRAMES_TO_TRACK",
+    "MAX_FRAMES_PER_REQUEST",
+    "MAX_VIDEO_MB",
+    "MAX_VIDEO_PIXELS",
     *LEGACY_IGNORED,
 )
 
@@ -163,6 +172,18 @@ class Settings:
     upstream_timeout_s: float = 60.0
     upstream_user: str = ""
     upstream_pass: str = field(default="", repr=False)
+    # Tracking (CVAT tracker sessions, Label Studio video); README "Tracking".
+    tracking_max_objects: int = 16
+    tracking_max_sessions: int = 256
+    tracking_session_ttl_s: float = 8 * 3600.0  # CVAT's own tracker-state max age
+    tracking_memory_bytes: int = 2048 * MiB
+    tracking_versions_kept: int = 16
+    # Label Studio waits ML_TIMEOUT_PREDICT (100 s) for /predict; on CPU with SAM2.1 tiny a
+    # tracked frame costs a few seconds (bench/ "tracking"), so the default window fits in it.
+    max_frames_to_track: int = 10
+    max_frames_per_request: int = 300
+    max_video_bytes: int = 500 * MiB
+    max_video_pixels: int = 3840 * 2160  # per frame, from the stream header
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -249,6 +270,10 @@ class Settings:
         if bool(upstream_user) != bool(upstream_pass):
             raise SettingsError("UPSTREAM_PASS", "needs UPSTREAM_USER and UPSTREAM_PASS together")
         timeout_ms = r.number("FEATURE_STORE_TIMEOUT_MS", d.feature_store_timeout_s * 1e3)
+        per_request = r.integer("MAX_FRAMES_PER_REQUEST", d.max_frames_per_request, minimum=1)
+        frames = r.integer("MAX_FRAMES_TO_TRACK", min(d.max_frames_to_track, per_request), minimum=1)
+        if frames > per_request:
+            raise SettingsError("MAX_FRAMES_TO_TRACK", f"must be <= MAX_FRAMES_PER_REQUEST ({per_request})")
         return cls(
             feature_store_url=store_url,
             feature_store_password=store_password,
@@ -296,6 +321,16 @@ class Settings:
             detector_text_threshold=r.fraction("DETECTOR_TEXT_THRESHOLD", d.detector_text_threshold),
             detector_phrases=r.text("DETECTOR_PHRASES"),
             predict_budget_s=r.number("PREDICT_BUDGET_S", d.predict_budget_s),
+            tracking_max_objects=r.integer("TRACKING_MAX_OBJECTS", d.tracking_max_objects, minimum=1),
+            tracking_max_sessions=r.integer("TRACKING_MAX_SESSIONS", d.tracking_max_sessions, minimum=1),
+            tracking_session_ttl_s=r.number("TRACKING_SESSION_TTL_S", d.tracking_session_ttl_s),
+            tracking_memory_bytes=r.integer("TRACKING_MEMORY_MB", d.tracking_memory_bytes // MiB, minimum=16)
+            * MiB,
+            tracking_versions_kept=r.integer("TRACKING_VERSIONS_KEPT", d.tracking_versions_kept, minimum=1),
+            max_frames_to_track=frames,
+            max_frames_per_request=per_request,
+            max_video_bytes=r.integer("MAX_VIDEO_MB", d.max_video_bytes // MiB, minimum=1) * MiB,
+            max_video_pixels=r.integer("MAX_VIDEO_PIXELS", d.max_video_pixels, minimum=1),
         )
 
 
@@ -337,6 +372,15 @@ def env_defaults() -> dict[str, str]:
         "CVAT_FUNCTIONS_REDIS_PORT": str(d.redis_port),
         "UPSTREAM_CONNECT_TIMEOUT_S": f"{d.upstream_connect_timeout_s:g}",
         "UPSTREAM_TIMEOUT_S": f"{d.upstream_timeout_s:g}",
+        "TRACKING_MAX_OBJECTS": str(d.tracking_max_objects),
+        "TRACKING_MAX_SESSIONS": str(d.tracking_max_sessions),
+        "TRACKING_SESSION_TTL_S": f"{d.tracking_session_ttl_s:g}",
+        "TRACKING_MEMORY_MB": str(d.tracking_memory_bytes // MiB),
+        "TRACKING_VERSIONS_KEPT": str(d.tracking_versions_kept),
+        "MAX_FRAMES_TO_TRACK": str(d.max_frames_to_track),
+        "MAX_FRAMES_PER_REQUEST": str(d.max_frames_per_request),
+        "MAX_VIDEO_MB": str(d.max_video_bytes // MiB),
+        "MAX_VIDEO_PIXELS": str(d.max_video_pixels),
     }
 
 

@@ -125,6 +125,9 @@ def _launch(data_dir: Path, legacy: str, timeout_s: float) -> tuple[str, subproc
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
         ML_BLOCK_LOCAL_IP="false",
+        # Label Studio gives /predict 100 s; SAM2 on a loaded 2-core test machine (several
+        # encodes for a video track) may need longer. Production keeps Label Studio's default.
+        ML_TIMEOUT_PREDICT="600",
         SSRF_PROTECTION_ENABLED="false",
         COLLECT_ANALYTICS="false",
         HOME=str(data_dir.parent),  # keeps its config and caches out of the real home

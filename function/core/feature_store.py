@@ -6,7 +6,7 @@ replica finds what another encoded. It sits behind `FeatureCache` (engine.py): a
 asks the tier (one GET, bounded by a short timeout) before encoding, and a local encode is
 published afterwards by a background writer, never on the request's path.
 
-Values are raw float16 arrays after a small header, never pickle:
+Values are raw float16 arrays after a small header, never pickle (framing: wire.py):
 
     MAGIC (4 bytes) | header length (uint32 LE) | header (JSON, UTF-8) | payload
 
@@ -21,9 +21,7 @@ replica encodes locally, and the store is tried again after `retry_s`.
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import threading
 import time
 from collections import deque
@@ -34,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import xxhash
 
+from .wire import CorruptEntry, check_payload, frame, unframe
+
 if TYPE_CHECKING:
     from .model import ImageFeatures
 
@@ -41,14 +41,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MAGIC = b"S2FT"
-_HEADER_LEN = struct.Struct("<I")
-_MAX_HEADER = 64 * 1024
 WIRE_DTYPE = np.dtype("<f2")
 MAX_WRITE_DELAY_S = 2.0  # a write waits for running clicks at most this long
-
-
-class CorruptEntry(ValueError):
-    """A stored value that is not ours to use (foreign model, other key, truncated, corrupt)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,6 @@ class FeatureCodec(Protocol):
 def pack(key: str, identity: ModelIdentity, arrays: Sequence[np.ndarray], image_hw: tuple[int, int]) -> bytes:
     """One entry: header + the arrays as contiguous little-endian float16."""
     wire = [np.ascontiguousarray(a, dtype=WIRE_DTYPE) for a in arrays]
-    payload = b"".join(a.tobytes() for a in wire)
     header = {
         "v": FORMAT_VERSION,
         "model": identity.name,
@@ -98,27 +91,19 @@ def pack(key: str, identity: ModelIdentity, arrays: Sequence[np.ndarray], image_
         "dtype": "float16",
         "shapes": [list(a.shape) for a in wire],
         "image_hw": [int(image_hw[0]), int(image_hw[1])],
-        "xxh3": xxhash.xxh3_64_hexdigest(payload),
     }
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return b"".join((MAGIC, _HEADER_LEN.pack(len(text)), text, payload))
+    return frame(MAGIC, header, b"".join(a.tobytes() for a in wire))
 
 
 def unpack(blob: bytes, key: str, identity: ModelIdentity) -> tuple[list[np.ndarray], tuple[int, int]]:
     """(float16 arrays, image (h, w)) of an entry for exactly `key` and `identity`, else
     `CorruptEntry`. The arrays are read-only views into `blob`."""
-    if len(blob) < len(MAGIC) + _HEADER_LEN.size or not blob.startswith(MAGIC):
-        raise CorruptEntry("not a feature entry")
-    (size,) = _HEADER_LEN.unpack_from(blob, len(MAGIC))
-    start = len(MAGIC) + _HEADER_LEN.size
-    if size > _MAX_HEADER or start + size > len(blob):
-        raise CorruptEntry("truncated header")
+    header, payload = unframe(MAGIC, blob, "feature entry")
     try:
-        header = json.loads(blob[start : start + size])
         version, shapes, hw = header["v"], header["shapes"], header["image_hw"]
         model, checkpoint, own_key = header["model"], header["checkpoint"], header["key"]
-        dtype, checksum = header["dtype"], header["xxh3"]
-    except (ValueError, KeyError, TypeError):
+        dtype = header["dtype"]
+    except KeyError:
         raise CorruptEntry("unreadable header") from None
     if version != FORMAT_VERSION:
         raise CorruptEntry(f"format version {version!r}")
@@ -128,15 +113,11 @@ def unpack(blob: bytes, key: str, identity: ModelIdentity) -> tuple[list[np.ndar
         raise CorruptEntry("features of another image")
     if dtype != "float16" or not isinstance(shapes, list) or not _is_hw(hw):
         raise CorruptEntry("unexpected dtype or shapes")
-    payload = memoryview(blob)[start + size :]
     try:
         counts = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     except (TypeError, ValueError):
         raise CorruptEntry("unexpected shapes") from None
-    if sum(counts) * WIRE_DTYPE.itemsize != len(payload):
-        raise CorruptEntry("truncated payload")
-    if xxhash.xxh3_64_hexdigest(payload) != checksum:
-        raise CorruptEntry("payload checksum mismatch")
+    check_payload(header, payload, sum(counts) * WIRE_DTYPE.itemsize)
     arrays, offset = [], 0
     for shape, count in zip(shapes, counts, strict=True):
         arrays.append(np.frombuffer(payload, WIRE_DTYPE, count, offset).reshape(shape))
@@ -157,9 +138,16 @@ class Breaker:
     Logs once when it opens (with the error's type and text) and once when the store works again.
     """
 
-    def __init__(self, retry_s: float, what: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        retry_s: float,
+        what: str,
+        clock: Callable[[], float] = time.monotonic,
+        fallback: str = "encoding locally",
+    ) -> None:
         self.retry_s = retry_s
         self.what = what
+        self.fallback = fallback
         self.clock = clock
         self._open_until: float | None = None
         self._lock = threading.Lock()
@@ -182,10 +170,11 @@ class Breaker:
                 self.opened += 1
         if first:
             log.warning(
-                "%s unavailable (%s: %s): encoding locally, retrying every %g s",
+                "%s unavailable (%s: %s): %s, retrying every %g s",
                 self.what,
                 type(exc).__name__,
                 str(exc)[:200],
+                self.fallback,
                 self.retry_s,
             )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from function.adapters.cvat import CvatInteractor
 from function.adapters.cvat_detector import CvatDetector
+from function.adapters.cvat_tracker import CvatTracker
 from function.adapters.errors import BadRequest
 from function.adapters.labelstudio.backend import LabelStudioBackend
 from function.adapters.sagemaker import SageMakerInvocations
@@ -24,9 +25,10 @@ from function.core.feature_store import FeatureTier
 from function.core.images import ImageCache
 from function.core.prewarm import Activity, Prewarmer
 from function.core.text_segment import TextSegmenter
+from function.core.tracking.tracker import Tracker
 from function.settings import Settings
 
-from .errors import MethodNotAllowed, NotFound, Unauthorized, status_for
+from .errors import MethodNotAllowed, NotFound, TrackingUnavailable, Unauthorized, status_for
 from .messages import Reply, Request, basic_auth_ok, route_name
 from .redact import Redactor
 
@@ -50,11 +52,10 @@ UNAUTHENTICATED = ("live", "ping")
 _CVAT_KEYS = frozenset(("image", "pos_points", "neg_points", "obj_bbox"))
 # A deployment with DETECTOR_PHRASES answers `POST /` bodies without these as CVAT's detector.
 _INTERACTOR_KEYS = frozenset(("pos_points", "neg_points", "obj_bbox"))
-INTERACTIVE = (
-    "predict",
-    "",
-    "invocations",
-)  # POSTs that may be clicks (Label Studio, CVAT): prewarm yields to them
+# ... and any of these a CVAT tracker body (`{image, shapes, states}`).
+_TRACKER_KEYS = frozenset(("shapes", "states"))
+# POSTs that may be clicks (Label Studio, CVAT, SageMaker): prewarm yields to them
+INTERACTIVE = ("predict", "", "invocations")
 
 
 def parse_body(body: Any) -> Any:
@@ -91,6 +92,8 @@ class App:
         cvat_detector: CvatDetector,
         sagemaker: SageMakerInvocations,
         text: TextSegmenter | None,
+        tracker: Tracker | None = None,
+        cvat_tracker: CvatTracker | None = None,
         activity: Activity,
         prewarmer: Prewarmer | None,
         redact: Redactor,
@@ -100,6 +103,8 @@ class App:
         self.images = images
         self.labelstudio = labelstudio
         self.cvat = cvat
+        self.tracker = tracker
+        self.cvat_tracker = cvat_tracker
         self.cvat_detector = cvat_detector
         self.sagemaker = sagemaker
         self.text = text
@@ -126,6 +131,7 @@ class App:
             "detector_calls": self.text.detector_calls if self.text is not None else 0,
             "image_cache_bytes": self.images.nbytes,
             "prewarm": self.prewarmer.metrics() if self.prewarmer else {"enabled": False},
+            "tracking": self.tracker.metrics() if self.tracker else {"enabled": False},
         }
 
     @property
@@ -147,11 +153,18 @@ class App:
         body = parse_body(request.body)
         if isinstance(body, dict) and self.cvat_detector.enabled and not _INTERACTOR_KEYS.intersection(body):
             return Reply(200, self.cvat_detector.detect(body))
+        if isinstance(body, dict) and _TRACKER_KEYS.intersection(body):
+            if self.cvat_tracker is None:
+                raise TrackingUnavailable("tracking needs the SAM2 model; this function has none loaded")
+            return Reply(200, self.cvat_tracker.track(body))
         if isinstance(body, dict) and _CVAT_KEYS.intersection(body):
             return Reply(200, self.cvat.interact(body))
         if isinstance(body, dict) and "tasks" in body:
             return Reply(200, self.labelstudio.predict(body))
-        raise BadRequest("POST / expects a CVAT interactor body (image, pos_points) or Label Studio tasks")
+        raise BadRequest(
+            "POST / expects a CVAT interactor body (image, pos_points), a CVAT tracker body "
+            "(image, shapes, states) or Label Studio tasks"
+        )
 
     def _check_auth(self, request: Request) -> None:
         s = self.settings

@@ -12,6 +12,14 @@ from function.core.errors import (
     OutOfMemory,
     UnsupportedView,
 )
+from function.core.tracking.errors import (
+    FrameMismatch,
+    TooManySessions,
+    TrackingExpired,
+    TrackingLimit,
+    VideoTooLarge,
+    VideoUnreadable,
+)
 
 
 class Unauthorized(ExpectedError):
@@ -26,19 +34,30 @@ class MethodNotAllowed(ExpectedError):
     """The route exists but not for this method."""
 
 
+class TrackingUnavailable(ExpectedError):
+    """A tracking call reached a function built without a model that can track."""
+
+
 STATUS: dict[type[ExpectedError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
+    TrackingExpired: 410,  # "start tracking again": the session is gone, not the route
+    VideoTooLarge: 413,
     ImageTooLarge: 413,
     InvalidInput: 422,
     InvalidPrompt: 422,
     DetectorNotConfigured: 422,
     ImageUnreadable: 422,
     UnsupportedView: 422,
+    TrackingLimit: 422,
+    FrameMismatch: 422,
+    VideoUnreadable: 422,
     UpstreamFailed: 502,
     OutOfMemory: 503,
+    TooManySessions: 503,
+    TrackingUnavailable: 503,
     UpstreamTimeout: 504,
 }
 

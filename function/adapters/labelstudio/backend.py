@@ -24,6 +24,7 @@ from .projects import Projects, ProjectState, project_id
 from .results import mask_regions
 from .tasks import first_image_name, task_image
 from .text import TextPredictor, TextRequest, find_text_request
+from .video import VideoTracking, is_video_context
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class LabelStudioBackend:
         model_info: dict[str, Any],
         on_task_open: TaskOpenHook | None = None,
         text: TextSegmenter | None = None,
+        video: VideoTracking | None = None,
     ) -> None:
         self.settings = settings
         self.segmenter = segmenter
@@ -51,6 +53,7 @@ class LabelStudioBackend:
         self.on_task_open = on_task_open
         defaults = Thresholds(settings.detector_box_threshold, settings.detector_text_threshold)
         self.text = TextPredictor(text, defaults, output_control, self.version)
+        self.video = video
 
     # -- cheap routes -------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -107,10 +110,15 @@ class LabelStudioBackend:
             return {"results": []}
         if not isinstance(context, dict):
             raise BadRequest("params.context must be an object or null")
-        regions = parse_regions(context.get("result", []))
+        result = context.get("result", [])
         config = self.projects.label_config(pid, body.get("label_config"))
         options = self.projects.options(pid)
-        text = find_text_request(context.get("result"), config) if regions.is_empty else None
+        if is_video_context(result):
+            if self.video is None:
+                raise InvalidInput("video tracking needs the SAM2 model; this function has none loaded")
+            return {"results": [self.video.predict_task(t, result, config, options) for t in tasks]}
+        regions = parse_regions(result)
+        text = find_text_request(result, config) if regions.is_empty else None
         if text is not None:
             self.text.check(text)
             return {"results": [self._text_task(t, text, config, options) for t in tasks]}

@@ -28,6 +28,7 @@ class Control:
 class LabelConfig:
     controls: tuple[Control, ...]
     images: tuple[tuple[str, str], ...]  # (Image tag name, task data key)
+    videos: tuple[tuple[str, str, float], ...] = ()  # (Video tag name, task data key, framerate)
 
     def data_key(self, to_name: str) -> str | None:
         return dict(self.images).get(to_name)
@@ -64,4 +65,18 @@ def parse_label_config(xml: str) -> LabelConfig | None:
         for to_name in c.to_name or ():
             controls.append(Control(c.name, c.tag, to_name, tuple(getattr(c, "labels", None) or ())))
     images = tuple((o.name, (o.value or "").lstrip("$")) for o in interface.objects if o.tag == "Image")
-    return LabelConfig(tuple(controls), images)
+    videos = tuple(
+        (o.name, (o.value or "").lstrip("$"), _framerate(getattr(o, "attr", {}) or {}))
+        for o in interface.objects
+        if o.tag == "Video"
+    )
+    return LabelConfig(tuple(controls), images, videos)
+
+
+def _framerate(attrs: dict[str, str]) -> float:
+    """`<Video framerate>`; Label Studio's own default (24) when absent or not a positive number."""
+    try:
+        rate = float(attrs.get("framerate", "") or 24.0)
+    except ValueError:
+        return 24.0
+    return rate if 0 < rate < 1000 else 24.0

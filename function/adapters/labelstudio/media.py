@@ -12,13 +12,15 @@ import binascii
 import logging
 import time
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
 
-from function.core.errors import ImageTooLarge
+from function.core.errors import ExpectedError, ImageTooLarge
 from function.core.images import ImageCache, LoadedImage
+from function.core.tracking.errors import VideoTooLarge
 from function.settings import Settings
 
 from ..errors import BadRequest, InvalidInput, UpstreamFailed, UpstreamTimeout
@@ -77,22 +79,58 @@ class MediaFetcher:
         return self.images.add(image, None if value.startswith("data:") else source)
 
     def _read(self, value: str, task_id: int | None) -> bytes:
+        kind, where = self._locate(value, task_id)
+        if kind == "data":
+            return decode_data_uri(where)
+        if kind in ("local", "trusted"):
+            return self._read_local(where, trusted_root=kind == "trusted")
+        return self._download(where)
+
+    def video_file(self, value: Any, task_id: int | None, folder: Path) -> Path:
+        """A local path to the task's video: the file itself when it is local, else a download
+        streamed into `folder` (never held in memory), at most MAX_VIDEO_MB."""
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput("task video value must be a non-empty string")
+        limit = self.settings.max_video_bytes
+        kind, where = self._locate(value.strip(), task_id)
+        if kind in ("local", "trusted"):
+            if not (kind == "trusted" or self.settings.allow_local_files):
+                raise BadRequest("local file paths are refused (set ALLOW_LOCAL_FILES=true to allow)")
+            path = Path(where)
+            if not path.is_file():
+                raise InvalidInput("local video file cannot be read")
+            if path.stat().st_size > limit:
+                raise VideoTooLarge(f"video is larger than the {limit // 2**20} MiB limit (MAX_VIDEO_MB)")
+            return path
+        target = folder / "video"
+        with target.open("wb") as sink:
+            if kind == "data":
+                data = decode_data_uri(where)
+                if len(data) > limit:
+                    raise VideoTooLarge(f"video is larger than the {limit // 2**20} MiB limit (MAX_VIDEO_MB)")
+                sink.write(data)
+            else:
+                self._download(where, sink, limit, VideoTooLarge)
+        return target
+
+    def _locate(self, value: str, task_id: int | None) -> tuple[str, str]:
+        """Where a task's media is: ("data", uri), ("local" | "trusted", path) or ("url", url)."""
         if value.startswith("data:"):
-            return decode_data_uri(value)
+            return "data", value
         if value.startswith(_CLOUD_SCHEMES):
             if task_id is None:
                 raise InvalidInput("cloud storage URIs need the task id to be presigned")
             encoded = base64.urlsafe_b64encode(value.encode()).decode()
-            return self._download(self._ls_url(f"/tasks/{task_id}/presign/?fileuri={quote(encoded)}"))
+            return "url", self._ls_url(f"/tasks/{task_id}/presign/?fileuri={quote(encoded)}")
         if value.startswith("file://") or (value.startswith("/") and not self._is_ls_path(value)):
-            return self._read_local(value.removeprefix("file://"))
+            return "local", value.removeprefix("file://")
         if value.startswith("/"):
             local = self._local_files_path(value)
             if local is not None:
-                return self._read_local(str(local), trusted_root=True)
-            return self._download(self._ls_url(value))
+                return "trusted", str(local)
+            return "url", self._ls_url(value)
         if value.startswith(("http://", "https://")):
-            return self._download(value)
+            return "url", value
         raise InvalidInput(f"unsupported image reference scheme in {value.split(':', 1)[0]!r}")
 
     @staticmethod
@@ -134,7 +172,14 @@ class MediaFetcher:
         if allowed and not self._is_ls_origin(url) and _origin(url)[1] not in allowed:
             raise BadRequest(f"image host {_origin(url)[1]!r} is not in ALLOWED_IMAGE_HOSTS")
 
-    def _download(self, url: str) -> bytes:
+    def _download(
+        self,
+        url: str,
+        sink: BinaryIO | None = None,
+        limit: int | None = None,
+        too_large: type[ExpectedError] = ImageTooLarge,
+    ) -> bytes:
+        """The body of `url` (or b"" once streamed into `sink`), at most `limit` bytes."""
         retried = False
         hops = 0
         while True:
@@ -151,7 +196,7 @@ class MediaFetcher:
                 resp.close()
                 if retried:
                     continue
-            return self._body(resp, url)
+            return self._body(resp, url, sink, limit or self.settings.max_download_bytes, too_large)
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         s = self.settings
@@ -171,7 +216,14 @@ class MediaFetcher:
         except requests.RequestException as exc:
             raise UpstreamFailed(f"cannot reach image host {host} ({type(exc).__name__})") from None
 
-    def _body(self, resp: requests.Response, url: str) -> bytes:
+    def _body(
+        self,
+        resp: requests.Response,
+        url: str,
+        sink: BinaryIO | None,
+        limit: int,
+        too_large: type[ExpectedError],
+    ) -> bytes:
         host = _origin(url)[1]
         with resp:
             if resp.status_code in (401, 403):
@@ -184,10 +236,10 @@ class MediaFetcher:
                 raise InvalidInput(f"image URL answered HTTP {resp.status_code}")
             if "text/html" in resp.headers.get("Content-Type", ""):
                 raise InvalidInput("image URL returned an HTML page, not an image")
-            limit = self.settings.max_download_bytes
+            what = "video" if too_large is VideoTooLarge else "image"
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > limit:
-                raise ImageTooLarge(f"image is larger than the {limit // 2**20} MiB download limit")
+                raise too_large(f"{what} is larger than the {limit // 2**20} MiB download limit")
             # DOWNLOAD_TIMEOUT_S bounds each read and also the whole body: a host trickling
             # bytes would otherwise hold the worker for as long as it likes. read1 returns
             # what has arrived, so the deadline is checked at least once per read timeout.
@@ -197,8 +249,11 @@ class MediaFetcher:
                 while chunk := resp.raw.read1(1 << 16, decode_content=True):
                     total += len(chunk)
                     if total > limit:
-                        raise ImageTooLarge(f"image is larger than the {limit // 2**20} MiB download limit")
-                    chunks.append(chunk)
+                        raise too_large(f"{what} is larger than the {limit // 2**20} MiB download limit")
+                    if sink is None:
+                        chunks.append(chunk)
+                    else:
+                        sink.write(chunk)
                     if time.monotonic() > deadline:
                         raise UpstreamTimeout(
                             f"image download from {host} took over {self.settings.download_timeout_s:g} s"

@@ -52,11 +52,21 @@ class TextPromptOptions:
 
 
 @dataclass(frozen=True)
+class VideoOptions:
+    """Video tracking per project: frames per object and request (None: the deployment's
+    MAX_FRAMES_TO_TRACK), and the direction from each object's prompt keyframe."""
+
+    max_frames_to_track: int | None = None
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
 class Options:
     return_format: ReturnFormat = field(default_factory=ReturnFormat)
     fullframe_resize: ResizeSpec | None = None
     subpatching: PatchSpec | None = None
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    video: VideoOptions = field(default_factory=lambda: VideoOptions())
     text_prompt: TextPromptOptions = field(default_factory=TextPromptOptions)
 
     @property
@@ -252,7 +262,16 @@ def _text_prompt(value: Any, path: str) -> TextPromptOptions:
     return TextPromptOptions(default, box, text)
 
 
-TOP_LEVEL_KEYS = ("fullframe_resize", "subpatching", "postprocess", "return_format", "text_prompt")
+TOP_LEVEL_KEYS = (
+    "fullframe_resize",
+    "subpatching",
+    "postprocess",
+    "return_format",
+    "max_frames_to_track",
+    "track_direction",
+    "text_prompt",
+)
+MAX_FRAMES_TO_TRACK = 100_000  # the deployment's MAX_FRAMES_PER_REQUEST caps it further
 
 
 def parse_options(raw: dict[str, Any]) -> Options:
@@ -266,7 +285,13 @@ def parse_options(raw: dict[str, Any]) -> Options:
     if params.get("fullframe_resize") is not None:
         resize = _fullframe_resize(params["fullframe_resize"], "extra_params.fullframe_resize")
     patch = _subpatching(params.get("subpatching"), "extra_params.subpatching")
+    frames = params.get("max_frames_to_track")
+    if frames is not None:
+        frames = _int(frames, "extra_params.max_frames_to_track", 1, MAX_FRAMES_TO_TRACK)
+    direction = params.get("track_direction", "forward")
+    if direction not in ("forward", "reverse"):
+        raise _fail("extra_params.track_direction", f"must be 'forward' or 'reverse', got {direction!r}")
     text = TextPromptOptions()
     if params.get("text_prompt") is not None:
         text = _text_prompt(params["text_prompt"], "extra_params.text_prompt")
-    return Options(fmt, resize, patch, post, text)
+    return Options(fmt, resize, patch, post, VideoOptions(frames, direction == "reverse"), text)
