@@ -22,6 +22,7 @@ from function.core.errors import ExpectedError
 from function.core.feature_store import FeatureTier
 from function.core.images import ImageCache
 from function.core.prewarm import Activity, Prewarmer
+from function.core.runtime import describe
 from function.core.tracking.tracker import Tracker
 from function.settings import Settings
 
@@ -111,6 +112,7 @@ class App:
 
     def metrics(self) -> dict[str, Any]:
         return {
+            **describe(self.engine.model),
             **self.engine.metrics(),
             "image_cache_bytes": self.images.nbytes,
             "prewarm": self.prewarmer.metrics() if self.prewarmer else {"enabled": False},

@@ -28,6 +28,7 @@ from function.core.model import SegmentationModel
 from function.core.pipeline import Segmenter
 from function.core.prewarm import Activity, Prewarmer
 from function.core.redis_tier import redis_feature_tier
+from function.core.runtime import describe
 from function.core.tracking.model import TrackerModel
 from function.core.tracking.session import SessionLimits, SessionStore
 from function.core.tracking.shared import MemoryCodec, SharedSnapshots, redis_snapshots
@@ -41,14 +42,19 @@ log = logging.getLogger(__name__)
 
 
 def load_model(settings: Settings) -> SegmentationModel:
-    """SAM2 from the configured checkpoint (CheckpointMissing if it is not on disk)."""
-    from function.core.sam2_model import Sam2Model
+    """SAM2 from the configured checkpoint (CheckpointMissing if it is not on disk), served by
+    the configured runtime (RUNTIME: torch, or the exported graphs in onnxruntime/OpenVINO)."""
+    from function.core.runtime import RuntimeOptions
+    from function.core.runtime import load_model as load_runtime
 
     checkpoint = require_checkpoint(settings.model_checkpoint, settings.model_config)
-    sam2 = Sam2Model.load(settings.model_config, checkpoint, settings.device)
+    options = RuntimeOptions(
+        settings.runtime, settings.cpu_precision, settings.cpu_threads, settings.runtime_cache_dir
+    )
+    model = load_runtime(settings.model_config, checkpoint, settings.device, options)
     if settings.warmup:
-        sam2.warm_up()
-    return sam2
+        model.warm_up()
+    return model
 
 
 def label_studio_auth(settings: Settings) -> LabelStudioAuth | None:
@@ -184,7 +190,7 @@ def build_app(
             max_tasks=settings.prewarm_max_tasks,
             redact=redact,
         )
-    model_info = {"model_config": settings.model_config, "device": model.device}
+    model_info = {"model_config": settings.model_config, "device": model.device, **describe(model)}
     labelstudio = LabelStudioBackend(
         settings,
         segmenter,

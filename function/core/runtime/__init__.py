@@ -10,6 +10,14 @@ onnxruntime or OpenVINO behind the same model interface as the torch `Sam2Model`
 - `threads`: intra-op threads from the container's CPU quota.
 """
 
+from typing import Any
+
 from .loader import CHOICES, PRECISIONS, RuntimeOptions, load_model, resolve_runtime
 
-__all__ = ["CHOICES", "PRECISIONS", "RuntimeOptions", "load_model", "resolve_runtime"]
+
+def describe(model: Any) -> dict[str, str]:
+    """What serves, for /health and /metrics: {"runtime": ..., "precision": ...}."""
+    return {"runtime": str(getattr(model, "runtime", "torch")), "precision": str(getattr(model, "precision", "f32"))}
+
+
+__all__ = ["CHOICES", "PRECISIONS", "RuntimeOptions", "describe", "load_model", "resolve_runtime"]

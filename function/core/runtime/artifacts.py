@@ -135,8 +135,10 @@ def ensure_graphs(
     root = store_root(checkpoint, cache_dir)
     digest = checkpoint_sha256(checkpoint, root)
     key = graph_key(digest, model_config)
-    folder = root / f"{checkpoint.stem}-{digest[:16]}" / (
-        f"onnx-g{GRAPH_VERSION}-opset{OPSET}-torch{key['torch']}"
+    folder = (
+        root
+        / f"{checkpoint.stem}-{digest[:16]}"
+        / (f"onnx-g{GRAPH_VERSION}-opset{OPSET}-torch{key['torch']}")
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.parent / ".lock"):
@@ -178,8 +180,10 @@ def _build(folder: Path, key: dict[str, Any], export: Callable[[Path, Path], dic
             config = export(enc, dec)
         except Exception as exc:
             raise ArtifactError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
-                 for name in GRAPH_FILES}
+        files = {
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+            for name in GRAPH_FILES
+        }
         manifest = {"key": key, "files": files, "config": config, "built_at": time.time()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if folder.exists():

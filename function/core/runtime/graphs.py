@@ -8,7 +8,8 @@ four mask tokens' logits and IoU predictions; SAM2's choice between them (tokens
 ambiguous single click, token 0 or its stability fallback otherwise) is made in numpy by
 `runtime.postprocess`, so one graph serves every prompt.
 
-This module imports torch; only the export path uses it.
+With `sam2_model`, the only module that imports torch and sam2 (import-linter allows both):
+only the export path loads it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def decoder_config(sam2: Any) -> dict[str, Any]:
         "stability_thresh": float(dec.dynamic_multimask_stability_thresh),
         "mask_threshold": 0.0,
     }
+
+
+def export_checkpoint(model_config: str, checkpoint: Path, encoder: Path, decoder: Path) -> dict[str, Any]:
+    """Build SAM2 from the checkpoint on CPU, export both graphs, return the decoder config."""
+    from sam2.build_sam import build_sam2
+
+    model = build_sam2(model_config, str(checkpoint), device="cpu", mode="eval")
+    export_graphs(model, encoder, decoder)
+    return decoder_config(model)
 
 
 def export_graphs(sam2: Any, encoder_path: Path, decoder_path: Path) -> None:

@@ -37,27 +37,14 @@ def resolve_runtime(runtime: str, device: str) -> str:
     return runtime
 
 
-def export_from_checkpoint(model_config: str, checkpoint: Path, sam2: Any = None) -> Any:
-    """An `export(encoder_path, decoder_path)` callback that builds SAM2 on CPU when needed."""
+def load_graphs(model_config: str, checkpoint: Path, cache_dir: Path | None, rebuild: bool = False) -> Graphs:
+    """The checkpoint's verified graphs; exported (SAM2 built on CPU, then dropped) when needed."""
+    from .graphs import export_checkpoint
 
     def export(encoder: Path, decoder: Path) -> dict[str, Any]:
-        from .graphs import decoder_config, export_graphs
+        return export_checkpoint(model_config, checkpoint, encoder, decoder)
 
-        model = sam2
-        if model is None:
-            from sam2.build_sam import build_sam2
-
-            model = build_sam2(model_config, str(checkpoint), device="cpu", mode="eval")
-        export_graphs(model, encoder, decoder)
-        return decoder_config(model)
-
-    return export
-
-
-def load_graphs(model_config: str, checkpoint: Path, cache_dir: Path | None, rebuild: bool = False) -> Graphs:
-    return ensure_graphs(
-        checkpoint, model_config, export_from_checkpoint(model_config, checkpoint), cache_dir, rebuild
-    )
+    return ensure_graphs(checkpoint, model_config, export, cache_dir, rebuild)
 
 
 def load_runtime_model(runtime: str, model_config: str, checkpoint: Path, options: RuntimeOptions) -> Any:
@@ -78,19 +65,25 @@ def load_runtime_model(runtime: str, model_config: str, checkpoint: Path, option
         except Exception as exc:
             if attempt == 2:
                 raise
-            log.warning("%s could not load the graphs in %s (%s): rebuilding them", runtime, graphs.folder, exc)
+            log.warning(
+                "%s could not load the graphs in %s (%s): rebuilding them", runtime, graphs.folder, exc
+            )
             graphs = load_graphs(model_config, checkpoint, options.cache_dir, rebuild=True)
     model = RuntimeSam2Model(runtime, encoder, decoder, graphs, threads)
     log.info(
         "serving SAM2 with %s %s (%s, %d threads), ready in %.1f s",
-        runtime, runtime_version(runtime), model.precision, threads, time.perf_counter() - started,
+        runtime,
+        runtime_version(runtime),
+        model.precision,
+        threads,
+        time.perf_counter() - started,
     )
     return model
 
 
 def load_model(model_config: str, checkpoint: Path, device: str, options: RuntimeOptions) -> Any:
     """The `SegmentationModel` that serves, per `options.runtime` (see the module docstring)."""
-    from ...engine import Sam2Model
+    from ..sam2_model import Sam2Model
 
     runtime = resolve_runtime(options.runtime, device)
     if runtime != "torch":
@@ -99,11 +92,13 @@ def load_model(model_config: str, checkpoint: Path, device: str, options: Runtim
         except Exception as exc:
             if options.runtime != "auto":
                 raise
-            log.warning("RUNTIME=auto: %s failed (%s: %s); serving with torch instead",
-                        runtime, type(exc).__name__, exc)
+            log.warning(
+                "RUNTIME=auto: %s failed (%s: %s); serving with torch instead",
+                runtime,
+                type(exc).__name__,
+                exc,
+            )
     model = Sam2Model.load(model_config, checkpoint, device)
     if model.device == "cpu":
-        import torch
-
-        torch.set_num_threads(intra_op_threads(options.threads))
+        model.use_threads(intra_op_threads(options.threads))
     return model

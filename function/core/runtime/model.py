@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...engine import ImageFeatures, Segmentation
-from ...prompts import Prompt
+from ..model import ImageFeatures, Segmentation
+from ..prompts import Prompt
 from .artifacts import Graphs
 from .sessions import GraphRunner
 from .transforms import choose_mask, preprocess, prompt_inputs, upsample
@@ -33,8 +33,10 @@ class RuntimeSam2Model:
         self.mask_threshold = float(self.config["mask_threshold"])
         self.threads = threads
         # What runs, as the runtime reports it (OpenVINO may keep f32 where bf16 was asked for).
-        self.precision = encoder.precision if encoder.precision == decoder.precision else (
-            f"encoder {encoder.precision}, decoder {decoder.precision}"
+        self.precision = (
+            encoder.precision
+            if encoder.precision == decoder.precision
+            else (f"encoder {encoder.precision}, decoder {decoder.precision}")
         )
 
     def encode(self, image: np.ndarray) -> ImageFeatures:

@@ -47,7 +47,7 @@ def _resize_axis(x: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     index, weight = _resize_taps(x.shape[axis], out_size)
     shape = [1] * x.ndim
     shape[axis] = out_size
-    out = np.zeros(x.shape[:axis] + (out_size,) + x.shape[axis + 1 :], np.float32)
+    out = np.zeros((*x.shape[:axis], out_size, *x.shape[axis + 1 :]), np.float32)
     for k in range(index.shape[1]):
         w = weight[:, k]
         if not w.any():
@@ -67,13 +67,16 @@ def preprocess(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def prompt_inputs(
-    points: np.ndarray, labels: np.ndarray, box: tuple[float, float, float, float] | None,
-    hw: tuple[int, int], size: int,
+    points: np.ndarray,
+    labels: np.ndarray,
+    box: tuple[float, float, float, float] | None,
+    hw: tuple[int, int],
+    size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixel prompts -> (`point_coords` [1, N, 2] float32, `point_labels` [1, N] int32)."""
     h, w = hw
-    coords = np.asarray(points, np.float32).reshape(-1, 2)
-    lab = np.asarray(labels, np.int32).reshape(-1)
+    coords: np.ndarray = np.asarray(points, np.float32).reshape(-1, 2)
+    lab: np.ndarray = np.asarray(labels, np.int32).reshape(-1)
     if box is not None:
         coords = np.concatenate([np.asarray(box, np.float32).reshape(2, 2), coords])
         lab = np.concatenate([np.array([2, 3], np.int32), lab])
@@ -107,5 +110,7 @@ def upsample(logits: np.ndarray, hw: tuple[int, int], threshold: float) -> np.nd
     """(h, w) logits -> (H, W) bool: bilinear, half-pixel centres (as `Sam2Model.upsample`)."""
     import cv2
 
-    full = cv2.resize(np.ascontiguousarray(logits, np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+    full = cv2.resize(
+        np.ascontiguousarray(logits, np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR
+    )
     return np.asarray(full > threshold)
