@@ -174,16 +174,17 @@ def test_auto_is_torch_on_cuda_and_onnxruntime_on_cpu() -> None:
 
 def test_auto_falls_back_to_torch_with_one_warning(monkeypatch: Any, caplog: Any, tmp_path: Path) -> None:
     fake = FakeModel()
+    threads: list[int] = []
 
     def broken(*args: Any) -> Any:
         raise ArtifactError("ONNX export failed: no space left")
 
     monkeypatch.setattr(loader, "load_runtime_model", broken)
-    monkeypatch.setattr("function.engine.Sam2Model.load", lambda *a: fake)
-    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # keep this process's torch threads
+    fake.use_threads = lambda n: threads.append(n)  # type: ignore[attr-defined]
+    monkeypatch.setattr("function.core.sam2_model.Sam2Model.load", lambda *a: fake)
     with caplog.at_level(logging.WARNING):
         model = loader.load_model("cfg", tmp_path / "x.pt", "cpu", loader.RuntimeOptions("auto", threads=1))
-    assert model is fake
+    assert model is fake and threads == [1]  # torch on CPU gets the same thread count
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "serving with torch" in warnings[0].getMessage()
     with pytest.raises(ArtifactError):  # named explicitly: no silent fallback

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from function.core.geometry import Box
+from function.core.model import ImageFeatures
+from function.core.prompts import Prompt
 from function.core.runtime.artifacts import Graphs
 from function.core.runtime.loader import RuntimeOptions, load_graphs, load_runtime_model
 from function.core.runtime.model import RuntimeSam2Model
 from function.core.runtime.sessions import OpenVinoRunner, installed_runtimes
 from function.core.runtime.transforms import preprocess
-from function.engine import ImageFeatures
-from function.geometry import Box
-from function.prompts import Prompt
 
 from .conftest import TINY
 from .support import sample_array

@@ -59,10 +59,10 @@ def cpu_description() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.checkpoints import CheckpointMissing, require_checkpoint
     from ..core.runtime.loader import RuntimeOptions, load_graphs, load_runtime_model
     from ..core.runtime.sessions import RUNTIMES, installed_runtimes
     from ..core.runtime.threads import intra_op_threads
-    from ..core.checkpoints import CheckpointMissing, require_checkpoint
     from ..settings import Settings, SettingsError
 
     try:

@@ -17,7 +17,10 @@ from .loader import CHOICES, PRECISIONS, RuntimeOptions, load_model, resolve_run
 
 def describe(model: Any) -> dict[str, str]:
     """What serves, for /health and /metrics: {"runtime": ..., "precision": ...}."""
-    return {"runtime": str(getattr(model, "runtime", "torch")), "precision": str(getattr(model, "precision", "f32"))}
+    return {
+        "runtime": str(getattr(model, "runtime", "torch")),
+        "precision": str(getattr(model, "precision", "f32")),
+    }
 
 
 __all__ = ["CHOICES", "PRECISIONS", "RuntimeOptions", "describe", "load_model", "resolve_runtime"]
