@@ -349,6 +349,8 @@ def env_defaults() -> dict[str, str]:
     return {
         "MODEL_SIZE": DEFAULT_MODEL_SIZE,
         "DEVICE": d.device,
+        "RUNTIME": d.runtime,
+        "CPU_PRECISION": d.cpu_precision,
         "WARMUP": flag(d.warmup),
         "LABEL_STUDIO_VERIFY_SSL": flag(d.label_studio_verify_ssl),
         "LOG_LEVEL": d.log_level,

@@ -158,12 +158,31 @@ def test_concurrent_starts_export_once(checkpoint: Path) -> None:
     assert export.calls == 1 and len(results) == 4 and len({r.folder for r in results}) == 1
 
 
-def test_a_read_only_checkpoint_folder_falls_back_to_the_user_cache(
-    checkpoint: Path, monkeypatch: Any
+def test_graphs_baked_beside_a_read_only_checkpoint_are_used(
+    checkpoint: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError("ro")))
-    assert artifacts.store_root(checkpoint, None) == artifacts.DEFAULT_CACHE
-    assert artifacts.store_root(checkpoint, Path("/given")) == Path("/given")
+    """An image bakes the graphs next to its checkpoint; the pod may run with that folder
+    read-only and a RUNTIME_CACHE_DIR elsewhere: neither exports again."""
+    export = Exporter()
+    baked = ensure_graphs(checkpoint, "cfg.yaml", export)
+    assert ensure_graphs(checkpoint, "cfg.yaml", export, cache_dir=tmp_path / "cache").folder == baked.folder
+    real = artifacts._writable
+    monkeypatch.setattr(artifacts, "_writable", lambda p: "sam2-runtime" not in str(p) and real(p))
+    monkeypatch.setattr(artifacts, "DEFAULT_CACHE", tmp_path / "user-cache")
+    assert ensure_graphs(checkpoint, "cfg.yaml", export).folder == baked.folder
+    assert export.calls == 1
+
+
+def test_unwritable_checkpoint_folder_builds_in_the_user_cache(
+    checkpoint: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(artifacts, "DEFAULT_CACHE", tmp_path / "user-cache")
+    real = artifacts._writable
+    monkeypatch.setattr(artifacts, "_writable", lambda p: "sam2-runtime" not in str(p) and real(p))
+    export = Exporter()
+    graphs = ensure_graphs(checkpoint, "cfg.yaml", export)
+    assert export.calls == 1 and graphs.folder.is_relative_to(tmp_path / "user-cache")
+    assert graphs.runtime_dir("openvino", "1", "f32").is_relative_to(tmp_path / "user-cache")
 
 
 def test_auto_is_torch_on_cuda_and_onnxruntime_on_cpu() -> None:

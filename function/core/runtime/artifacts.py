@@ -57,10 +57,13 @@ class Graphs:
         return self.encoder.stat().st_size + self.decoder.stat().st_size
 
     def runtime_dir(self, runtime: str, version: str, precision: str) -> Path:
-        """A folder owned by one runtime build (its model cache), created on demand."""
-        path = self.folder.parent / f"{runtime}-{version}-{precision}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """A folder owned by one runtime build (its model cache), created on demand beside the
+        graphs, or in the user cache when the graphs are read-only (baked into an image)."""
+        name = f"{runtime}-{version}-{precision}"
+        for path in (self.folder.parent / name, DEFAULT_CACHE / self.folder.parent.name / name):
+            if _writable(path):
+                return path
+        return self.folder.parent / name  # the runtime compiles without caching
 
 
 def package_version(name: str) -> str:
@@ -98,18 +101,25 @@ def checkpoint_sha256(checkpoint: Path, memo_dir: Path) -> str:
     return digest
 
 
-def store_root(checkpoint: Path, cache_dir: Path | None) -> Path:
-    """`cache_dir`, else a folder next to the checkpoint, else the user cache if that is read-only."""
-    if cache_dir is not None:
-        return cache_dir
+def store_roots(checkpoint: Path, cache_dir: Path | None) -> tuple[list[Path], list[Path]]:
+    """(where to look for graphs, where they may be written, in order of preference).
+
+    Written: `cache_dir` when set, else a folder next to the checkpoint, else the user cache.
+    Looked up: those, and next to the checkpoint anyway (an image that baked them there at
+    build time may run with a read-only checkpoint folder and a RUNTIME_CACHE_DIR)."""
     beside = checkpoint.resolve().parent / "sam2-runtime"
+    write = [cache_dir] if cache_dir is not None else [beside, DEFAULT_CACHE]
+    return list(dict.fromkeys([*write, beside])), write
+
+
+def _writable(folder: Path) -> bool:
     try:
-        beside.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=beside):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
             pass
-        return beside
+        return True
     except OSError:
-        return DEFAULT_CACHE
+        return False
 
 
 def graph_key(checkpoint_digest: str, model_config: str) -> dict[str, Any]:
@@ -132,42 +142,53 @@ def ensure_graphs(
 ) -> Graphs:
     """The checkpoint's verified graphs, exported by `export(encoder_path, decoder_path)` (which
     returns the decoder config) when missing, stale, corrupt, or `rebuild` is asked for."""
-    root = store_root(checkpoint, cache_dir)
-    digest = checkpoint_sha256(checkpoint, root)
+    look, write = store_roots(checkpoint, cache_dir)
+    root = next((r for r in write if _writable(r)), None)
+    digest = checkpoint_sha256(checkpoint, root or DEFAULT_CACHE)
     key = graph_key(digest, model_config)
-    folder = (
-        root
-        / f"{checkpoint.stem}-{digest[:16]}"
-        / (f"onnx-g{GRAPH_VERSION}-opset{OPSET}-torch{key['torch']}")
+    leaf = (
+        Path(f"{checkpoint.stem}-{digest[:16]}") / f"onnx-g{GRAPH_VERSION}-opset{OPSET}-torch{key['torch']}"
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.parent / ".lock"):
-        if not rebuild:
-            found = _verified(folder, key)
+    if not rebuild:
+        for candidate in look:
+            found = _verified(candidate / leaf, key, quiet=True)
             if found is not None:
                 return found
-        return _build(folder, key, export)
+    if root is None:
+        raise ArtifactError(f"no writable folder for the runtime graphs (tried {', '.join(map(str, write))})")
+    folder = root / leaf
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.parent / ".lock"):
+        # Another worker may have built them while this one waited for the lock.
+        found = None if rebuild else _verified(folder, key)
+        return found if found is not None else _build(folder, key, export)
 
 
-def _verified(folder: Path, key: dict[str, Any]) -> Graphs | None:
+def _verified(folder: Path, key: dict[str, Any], quiet: bool = False) -> Graphs | None:
+    """The graphs in `folder` if their manifest matches `key` and every file its SHA256; else
+    None, with a warning saying why (unless `quiet`: a first look before taking the lock)."""
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         return None
+    problem = ""
     try:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("key") != key:
-            log.warning("runtime graphs in %s are stale (built for another key): rebuilding", folder)
-            return None
+            problem = "stale (built for another checkpoint, graph version or exporter)"
         for name in GRAPH_FILES:
             expected = manifest["files"][name]
             path = folder / name
+            if problem:
+                break
             if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
-                log.warning("runtime graph %s is corrupt (size or SHA256 mismatch): rebuilding", path)
-                return None
-        return Graphs(folder / GRAPH_FILES[0], folder / GRAPH_FILES[1], dict(manifest["config"]), folder)
+                problem = f"corrupt ({name}: size or SHA256 differs from the manifest)"
+        if not problem:
+            return Graphs(folder / GRAPH_FILES[0], folder / GRAPH_FILES[1], dict(manifest["config"]), folder)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("runtime graphs in %s unreadable (%s): rebuilding", folder, exc)
-        return None
+        problem = f"unreadable ({type(exc).__name__}: {exc})"
+    if not quiet:
+        log.warning("runtime graphs in %s are %s: rebuilding", folder, problem)
+    return None
 
 
 def _build(folder: Path, key: dict[str, Any], export: Callable[[Path, Path], dict[str, Any]]) -> Graphs:
