@@ -208,3 +208,16 @@ def test_auto_falls_back_to_torch_with_one_warning(monkeypatch: Any, caplog: Any
     assert len(warnings) == 1 and "serving with torch" in warnings[0].getMessage()
     with pytest.raises(ArtifactError):  # named explicitly: no silent fallback
         loader.load_model("cfg", tmp_path / "x.pt", "cpu", loader.RuntimeOptions("onnxruntime"))
+
+
+def test_health_and_metrics_say_which_runtime_and_precision_serve(tmp_path: Path) -> None:
+    from .support import call, make_app
+
+    fake = FakeModel()
+    fake.runtime, fake.precision = "openvino", "bf16"  # type: ignore[attr-defined]
+    app = make_app(tmp_path, fake)
+    health, metrics = call(app, "GET", "/health").body, call(app, "GET", "/metrics").body
+    assert (health["runtime"], health["precision"]) == ("openvino", "bf16")
+    assert (metrics["runtime"], metrics["precision"]) == ("openvino", "bf16")
+    plain = call(make_app(tmp_path, FakeModel()), "GET", "/health").body
+    assert (plain["runtime"], plain["precision"]) == ("torch", "f32")
