@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from function.core.geometry import Box
-from function.core.model import ImageFeatures
+from function.core.model import ImageFeatures, Segmentation
 from function.core.prompts import Prompt
 from function.core.runtime.artifacts import Graphs
 from function.core.runtime.loader import RuntimeOptions, load_graphs, load_runtime_model
@@ -78,6 +78,12 @@ def image() -> np.ndarray:
 @pytest.fixture(scope="session")
 def torch_features(sam2_model: Any, image: np.ndarray) -> ImageFeatures:
     return sam2_model.encode(image)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def torch_masks(sam2_model: Any, torch_features: ImageFeatures) -> list[Segmentation]:
+    """Torch's answer to every prompt, computed once for the runtimes compared with it."""
+    return [sam2_model.decode(torch_features, prompt) for prompt in prompts()]
 
 
 def numpy_features(features: ImageFeatures) -> ImageFeatures:
@@ -138,13 +144,10 @@ def test_low_res_logits_agree_in_sign(
         assert np.abs(ours - theirs).max() < 1e-3
 
 
-def check_masks(
-    model: RuntimeSam2Model, features: ImageFeatures, sam2_model: Any, torch_features: ImageFeatures
-) -> None:
+def check_masks(model: RuntimeSam2Model, features: ImageFeatures, torch_masks: list[Segmentation]) -> None:
     agreements = []
-    for prompt in prompts():
+    for prompt, theirs in zip(prompts(), torch_masks, strict=True):
         ours = model.decode(features, prompt)
-        theirs = sam2_model.decode(torch_features, prompt)
         assert ours.mask.shape == theirs.mask.shape == (H, W) and ours.mask.dtype == bool
         agreements.append((ours.mask == theirs.mask).mean())
         assert abs(ours.score - theirs.score) < 1e-3
@@ -152,30 +155,30 @@ def check_masks(
 
 
 def test_final_masks_match_torch_for_points_boxes_and_both(
-    ort_model: RuntimeSam2Model, sam2_model: Any, torch_features: ImageFeatures, image: np.ndarray
+    ort_model: RuntimeSam2Model, torch_masks: list[Segmentation], image: np.ndarray
 ) -> None:
     """End to end per click: our encoder's features and our decoder against torch's whole path."""
-    check_masks(ort_model, ort_model.encode(image), sam2_model, torch_features)
+    check_masks(ort_model, ort_model.encode(image), torch_masks)
 
 
 @pytest.mark.skipif("openvino" not in installed_runtimes(), reason="openvino not installed")
 def test_openvino_decoder_matches_torch(
     graphs: Graphs,
     ort_model: RuntimeSam2Model,
-    sam2_model: Any,
     torch_features: ImageFeatures,
+    torch_masks: list[Segmentation],
     tmp_path: Path,
 ) -> None:
     decoder = OpenVinoRunner(graphs.decoder, 2, tmp_path)
     model = RuntimeSam2Model("openvino", ort_model.encoder, decoder, graphs, 2)
-    check_masks(model, numpy_features(torch_features), sam2_model, torch_features)
+    check_masks(model, numpy_features(torch_features), torch_masks)
 
 
 @pytest.mark.skipif(
     os.environ.get("SAM2_TEST_OPENVINO_ENCODER") != "1", reason="set SAM2_TEST_OPENVINO_ENCODER=1 (minutes)"
 )
 def test_openvino_end_to_end(
-    tiny_checkpoint: Path, sam2_model: Any, torch_features: ImageFeatures, image: np.ndarray
+    tiny_checkpoint: Path, torch_features: ImageFeatures, torch_masks: list[Segmentation], image: np.ndarray
 ) -> None:
     model = load_runtime_model(
         "openvino", TINY.config, tiny_checkpoint, RuntimeOptions("openvino", threads=2)
@@ -183,4 +186,4 @@ def test_openvino_end_to_end(
     assert model.precision == "f32"
     features = model.encode(image)
     assert np.abs(features.image_embed - torch_features.image_embed.numpy()).max() < FEATURE_TOL
-    check_masks(model, features, sam2_model, torch_features)
+    check_masks(model, features, torch_masks)
