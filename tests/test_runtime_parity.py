@@ -187,3 +187,23 @@ def test_openvino_end_to_end(
     features = model.encode(image)
     assert np.abs(features.image_embed - torch_features.image_embed.numpy()).max() < FEATURE_TOL
     check_masks(model, features, torch_masks)
+
+
+def test_export_command_reuses_the_graphs_and_compares_runtimes(
+    graphs: Graphs, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from function.__main__ import main
+
+    for name in ("MODEL_SIZE", "MODEL_CONFIG", "RUNTIME_CACHE_DIR", "CPU_PRECISION", "RUNTIME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL_CHECKPOINT", str(tiny_checkpoint))
+    before = graphs.encoder.stat().st_mtime_ns
+    code = main(["export", "--runtime", "onnxruntime", "--compare", "--repeats", "1", "--threads", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert graphs.encoder.stat().st_mtime_ns == before  # verified and reused, not exported again
+    assert f"graphs: {graphs.folder}" in out and "onnxruntime: ready" in out
+    assert "CPU: " in out and "ISA: " in out and "2 threads" in out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| graph | torch | onnxruntime |"
+    assert table[1].startswith("| encoder | ") and table[2].startswith("| decoder | ")
