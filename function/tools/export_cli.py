@@ -108,26 +108,26 @@ def compare(settings: Any, checkpoint: Path, models: dict[str, Any], threads: in
         Prompt.build([(512.0, 400.0)], [], None),
         Prompt.build([(300.0, 300.0), (700.0, 650.0)], [], None),
     ]
-    encoder: dict[str, float] = {}
-    decoder: dict[str, float] = {}
-    for name, model in everyone.items():
-        features = model.encode(image)  # untimed: first-call allocations
-        times = []
-        for _ in range(repeats):
+    # In turn (round-robin), so that a busy neighbour slows every runtime alike.
+    features = {name: model.encode(image) for name, model in everyone.items()}  # untimed warm-up
+    encodes: dict[str, list[float]] = {name: [] for name in everyone}
+    clicks: dict[str, list[float]] = {name: [] for name in everyone}
+    for _ in range(repeats):
+        for name, model in everyone.items():
             started = time.perf_counter()
-            features = model.encode(image)
-            times.append(time.perf_counter() - started)
-        encoder[name] = min(times)
-        clicks = []
-        for _ in range(3):
-            for prompt in prompts:
+            features[name] = model.encode(image)
+            encodes[name].append(time.perf_counter() - started)
+    for _ in range(3):
+        for prompt in prompts:
+            for name, model in everyone.items():
                 started = time.perf_counter()
-                model.decode(features, prompt)
-                clicks.append(time.perf_counter() - started)
-        decoder[name] = statistics.median(clicks)
+                model.decode(features[name], prompt)
+                clicks[name].append(time.perf_counter() - started)
+    encoder = {name: min(times) for name, times in encodes.items()}
+    decoder = {name: statistics.median(times) for name, times in clicks.items()}
     print(
         f"\nCPU: {cpu_description()}; {threads} threads; {Path(settings.model_config).stem}; "
-        f"encoder min of {repeats}, decoder (click incl. upsample) median of {len(clicks)}\n"
+        f"in turn; encoder min of {repeats}, decoder (click incl. upsample) median of {len(prompts) * 3}\n"
     )
     names = list(everyone)
     print("| graph | " + " | ".join(names) + " |")
