@@ -207,3 +207,20 @@ def test_export_command_reuses_the_graphs_and_compares_runtimes(
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[0] == "| graph | torch | onnxruntime |"
     assert table[1].startswith("| encoder | ") and table[2].startswith("| decoder | ")
+
+
+def test_features_round_trip_through_the_shared_tier_format(
+    ort_model: RuntimeSam2Model, torch_features: ImageFeatures, torch_masks: list[Segmentation]
+) -> None:
+    """The tier stores float16 (as Sam2Model writes it); decoding from it keeps the masks."""
+    from function.core.feature_store import CorruptEntry, FeatureCodec
+
+    assert isinstance(ort_model, FeatureCodec)
+    arrays = ort_model.export_features(numpy_features(torch_features))
+    assert [a.dtype for a in arrays] == [np.float16] * 3
+    restored = ort_model.import_features(arrays, (H, W))
+    assert restored.nbytes == 16 * 2**20
+    for prompt, theirs in list(zip(prompts(), torch_masks, strict=True))[::4]:
+        assert (ort_model.decode(restored, prompt).mask == theirs.mask).mean() >= AGREEMENT
+    with pytest.raises(CorruptEntry):
+        ort_model.import_features(arrays[::-1], (H, W))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..feature_store import CorruptEntry
 from ..model import ImageFeatures, Segmentation
 from ..prompts import Prompt
 from .artifacts import Graphs
@@ -65,6 +66,17 @@ class RuntimeSam2Model:
     def decode(self, features: ImageFeatures, prompt: Prompt) -> Segmentation:
         logits, score = self.decode_logits(features, prompt)
         return Segmentation(upsample(logits, features.image_hw, self.mask_threshold), score)
+
+    def export_features(self, features: ImageFeatures) -> list[np.ndarray]:
+        """float16 arrays for the shared feature tier, the format `Sam2Model` writes: features
+        are within 1e-5 of torch's, so replicas of either kind share one tier."""
+        return [np.asarray(a, np.float16) for a in (features.image_embed, *features.high_res_feats)]
+
+    def import_features(self, arrays: list[np.ndarray], image_hw: tuple[int, int]) -> ImageFeatures:
+        if [a.shape[:2] for a in arrays] != [(1, 256), (1, 32), (1, 64)]:
+            raise CorruptEntry("not SAM2 image features")
+        embed, hr0, hr1 = (np.ascontiguousarray(a, np.float32) for a in arrays)
+        return ImageFeatures(embed, (hr0, hr1), image_hw, int(embed.nbytes + hr0.nbytes + hr1.nbytes))
 
     def free_memory(self) -> None:
         """Nothing to release: CPU runtimes hold no allocator cache worth trimming."""
