@@ -221,3 +221,40 @@ def test_health_and_metrics_say_which_runtime_and_precision_serve(tmp_path: Path
     assert (metrics["runtime"], metrics["precision"]) == ("openvino", "bf16")
     plain = call(make_app(tmp_path, FakeModel()), "GET", "/health").body
     assert (plain["runtime"], plain["precision"]) == ("torch", "f32")
+
+
+def test_a_graph_the_runtime_cannot_load_is_rebuilt_once(monkeypatch: Any, tmp_path: Path) -> None:
+    """Verified on disk but refused by the runtime (e.g. written by a broken exporter): rebuilt."""
+    from function.core.runtime import sessions
+    from function.core.runtime.artifacts import Graphs
+
+    rebuilds: list[bool] = []
+
+    def graphs(config: str, checkpoint: Path, cache_dir: Any, rebuild: bool = False) -> Graphs:
+        rebuilds.append(rebuild)
+        return Graphs(
+            tmp_path / "e.onnx", tmp_path / "d.onnx", {"image_size": 1024, "mask_threshold": 0.0}, tmp_path
+        )
+
+    class Runner:
+        precision = "f32"
+
+    attempts = iter([RuntimeError("InvalidProtobuf"), Runner(), Runner()])
+
+    def load(*args: Any) -> Any:
+        item = next(attempts)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    monkeypatch.setattr(loader, "load_graphs", graphs)
+    monkeypatch.setattr(loader, "load_runner", load)
+    model = loader.load_runtime_model(
+        "onnxruntime", "cfg", tmp_path / "x.pt", loader.RuntimeOptions(threads=1)
+    )
+    assert rebuilds == [False, True] and model.runtime == "onnxruntime"
+    with pytest.raises(ValueError, match="bf16"):
+        loader.load_runtime_model(
+            "onnxruntime", "cfg", tmp_path / "x.pt", loader.RuntimeOptions(precision="bf16")
+        )
+    assert sessions.RUNTIMES == ("onnxruntime", "openvino")

@@ -51,6 +51,8 @@ def load_runtime_model(runtime: str, model_config: str, checkpoint: Path, option
     """A `RuntimeSam2Model` for `runtime`; a graph its runtime cannot load is rebuilt once."""
     from .model import RuntimeSam2Model
 
+    if runtime == "onnxruntime" and options.precision != "f32":
+        raise ValueError("onnxruntime serves f32 only; CPU_PRECISION=bf16 needs RUNTIME=openvino")
     threads = intra_op_threads(options.threads)
     started = time.perf_counter()
     graphs = load_graphs(model_config, checkpoint, options.cache_dir)
@@ -60,8 +62,6 @@ def load_runtime_model(runtime: str, model_config: str, checkpoint: Path, option
             encoder = load_runner(runtime, graphs.encoder, threads, cache, options.precision)
             decoder = load_runner(runtime, graphs.decoder, threads, cache, options.precision)
             break
-        except ValueError:
-            raise
         except Exception as exc:
             if attempt == 2:
                 raise
