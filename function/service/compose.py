@@ -104,8 +104,13 @@ def shared_feature_tier(
 def tracker_for(model: SegmentationModel) -> TrackerModel | None:
     """SAM2's video memory on the image model's own weights (no second copy); None for a
     model that cannot track (test fakes)."""
+    from function.core.runtime.model import RuntimeSam2Model
     from function.core.sam2_model import Sam2Model
 
+    if isinstance(model, RuntimeSam2Model) and model.source is not None:
+        # Served by a CPU runtime: tracking's memory modules run in torch on the same weights
+        # (loaded once more, ~0.5-3 s and the checkpoint's size in RAM), on its features.
+        model = model.torch_twin()
     if not isinstance(model, Sam2Model):
         return None
     from function.core.tracking.sam2_tracker import Sam2Tracker

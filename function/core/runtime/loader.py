@@ -69,7 +69,7 @@ def load_runtime_model(runtime: str, model_config: str, checkpoint: Path, option
                 "%s could not load the graphs in %s (%s): rebuilding them", runtime, graphs.folder, exc
             )
             graphs = load_graphs(model_config, checkpoint, options.cache_dir, rebuild=True)
-    model = RuntimeSam2Model(runtime, encoder, decoder, graphs, threads)
+    model = RuntimeSam2Model(runtime, encoder, decoder, graphs, threads, (model_config, checkpoint))
     log.info(
         "serving SAM2 with %s %s (%s, %d threads), ready in %.1f s",
         runtime,

@@ -7,6 +7,9 @@ path (tested side by side in tests/test_runtime_parity.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from ..feature_store import CorruptEntry
@@ -23,7 +26,13 @@ class RuntimeSam2Model:
     device = "cpu"
 
     def __init__(
-        self, runtime: str, encoder: GraphRunner, decoder: GraphRunner, graphs: Graphs, threads: int
+        self,
+        runtime: str,
+        encoder: GraphRunner,
+        decoder: GraphRunner,
+        graphs: Graphs,
+        threads: int,
+        source: tuple[str, Path] | None = None,
     ) -> None:
         self.runtime = runtime
         self.encoder = encoder
@@ -33,6 +42,8 @@ class RuntimeSam2Model:
         self.image_size = int(self.config["image_size"])
         self.mask_threshold = float(self.config["mask_threshold"])
         self.threads = threads
+        self.source = source  # (model config, checkpoint): what `torch_twin` loads
+        self._twin: Any = None
         # What runs, as the runtime reports it (OpenVINO may keep f32 where bf16 was asked for).
         self.precision = (
             encoder.precision
@@ -66,6 +77,18 @@ class RuntimeSam2Model:
     def decode(self, features: ImageFeatures, prompt: Prompt) -> Segmentation:
         logits, score = self.decode_logits(features, prompt)
         return Segmentation(upsample(logits, features.image_hw, self.mask_threshold), score)
+
+    def torch_twin(self) -> Any:
+        """The same checkpoint as a torch `Sam2Model` on CPU, loaded once: video tracking runs
+        SAM2's memory modules, which are not exported; they take this model's features."""
+        if self._twin is None:
+            from ..sam2_model import Sam2Model
+
+            if self.source is None:
+                raise RuntimeError("no checkpoint to load the torch model from")
+            self._twin = Sam2Model.load(self.source[0], self.source[1], "cpu")
+            self._twin.use_threads(self.threads)
+        return self._twin
 
     def export_features(self, features: ImageFeatures) -> list[np.ndarray]:
         """float16 arrays for the shared feature tier, the format `Sam2Model` writes: features
