@@ -17,6 +17,9 @@ ARG UBUNTU_IMAGE=ubuntu:24.04
 # EXTRA_MODEL_SIZES is there too, for deployments that set MODEL_SIZE to it (deploy/targets).
 ARG MODEL_SIZE=large
 ARG EXTRA_MODEL_SIZES="tiny"
+# Sizes whose ONNX graphs are baked next to their checkpoint, so a CPU pod (RUNTIME=auto serves
+# onnxruntime there) starts without exporting; empty: none (a CPU pod then exports at start).
+ARG ONNX_MODEL_SIZES="tiny"
 
 # Processor binary, Python wrapper and wheels of that Nuclio version (a FROM scratch image).
 FROM quay.io/nuclio/handler-builder-python-onbuild:${NUCLIO_VERSION}-amd64 AS nuclio
@@ -121,6 +124,7 @@ CMD ["processor"]
 # ---- runtime: CUDA runtime libraries only, no compilers.
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
 ARG MODEL_SIZE
+ARG ONNX_MODEL_SIZES
 LABEL org.opencontainers.image.title="sam2-nuclio" \
       org.opencontainers.image.description="SAM2.1 interactive segmentation as a Nuclio function"
 RUN apt-get update \
@@ -151,6 +155,10 @@ WORKDIR /opt/nuclio
 # Fails the build if the handler does not import with what is installed (the wrapper's first step).
 RUN python -m compileall -q function handler.py \
  && python -c "import handler, nuclio_sdk, msgpack; assert handler.init_context and handler.handler"
+# CPU runtime graphs into /models/sam2-runtime (read-only at run time: found there first).
+RUN for size in ${ONNX_MODEL_SIZES}; do \
+      MODEL_SIZE="$size" python -m function export --runtime onnxruntime || exit 1; \
+    done
 EXPOSE 8080
 USER 10001:10001
 # Without it a `--platform local` deploy never turns ready (Kubernetes uses its own probes).

@@ -1,6 +1,7 @@
 """Benchmarks, side by side with their baselines, in one run.
 
     python bench/run.py [--quick] [--device cpu|cuda] [--model tiny|small|base_plus|large] [--json]
+    python bench/run.py --runtimes [--quick] [--model tiny|large] [--bf16]   (CPU runtimes only)
 
 Prints a markdown table (to stderr with --json, which prints one JSON object per row on
 stdout: {"name", "ours", "baseline", "unit", "ratio"}, ratio = baseline / ours, higher is
@@ -38,6 +39,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout, table on stderr")
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoder (GPU)")
     p.add_argument("--profile", action="store_true", help="print a pyinstrument profile of later clicks")
+    p.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="only the CPU runtime table: torch vs onnxruntime vs OpenVINO (bench/runtime_case.py)",
+    )
+    p.add_argument(
+        "--bf16", action="store_true", help="with --runtimes: also OpenVINO with CPU_PRECISION=bf16"
+    )
+    p.add_argument("--runtime-child", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--startup-child", nargs=2, metavar=("CONFIG", "CHECKPOINT"), help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -60,6 +70,23 @@ def machine(device: str) -> str:
     return where
 
 
+def runtimes_main(args: argparse.Namespace) -> int:
+    from bench import runtime_case
+    from bench.common import markdown, model_files
+
+    out = sys.stderr if args.json else sys.stdout
+    with tempfile.TemporaryDirectory(prefix="sam2-bench-") as tmp:
+        files = model_files(args.model, Path(tmp))
+        rows = runtime_case.run(files, Path(tmp), args.quick, args.bf16)
+    print(f"Model: {files.label}, device cpu. {runtime_case.cpu_line()}.", file=out)
+    print(f"Machine: {machine('cpu')}. Run: {time.perf_counter() - STARTED:.0f} s.\n", file=out)
+    print(markdown(rows), file=out)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r.as_json()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.startup_child:
@@ -68,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         config, checkpoint = args.startup_child
         child_main(config, checkpoint, args.device, args.compile, args.workdir)
         return 0
+
+    if args.runtime_child:
+        from bench.runtime_case import child_main as runtime_child
+
+        runtime, config, checkpoint, workdir, quick, mode = args.runtime_child
+        runtime_child(runtime, config, checkpoint, workdir, quick == "1", mode)
+        return 0
+    if args.runtimes:
+        return runtimes_main(args)
 
     from bench import startup_case
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m function {serve,download-checkpoint,probe,...}`."""
+"""Command line: `python -m function {serve,download-checkpoint,probe,export,...}`."""
 
 from __future__ import annotations
 
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     from function.tools.preencode import add_parser as add_preencode_parser
 
     add_preencode_parser(sub)
+
+    from .tools.export_cli import add_parser as add_export_parser
+
+    add_export_parser(sub)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

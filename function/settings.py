@@ -31,6 +31,10 @@ KNOWN_ENV = (
     "MODEL_CHECKPOINT",
     "CHECKPOINT_DIR",
     "DEVICE",
+    "RUNTIME",
+    "CPU_PRECISION",
+    "CPU_THREADS",
+    "RUNTIME_CACHE_DIR",
     "MODEL_VERSION",
     "WARMUP",
     "LABEL_STUDIO_URL",
@@ -128,6 +132,11 @@ class Settings:
     model_config: str = CHECKPOINTS[DEFAULT_MODEL_SIZE].config
     model_checkpoint: Path | None = None
     device: str = "auto"
+    # auto: torch on CUDA, onnxruntime on CPU (see function/core/runtime/loader.py).
+    runtime: str = "auto"
+    cpu_precision: str = "f32"
+    cpu_threads: int | None = None  # None: from the container's CPU quota
+    runtime_cache_dir: Path | None = None  # None: next to the checkpoint
     model_version: str = ""
     warmup: bool = True
     label_studio_url: str = ""
@@ -240,6 +249,11 @@ class Settings:
         device = r.text("DEVICE", cls.device).lower()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             raise SettingsError("DEVICE", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+        runtime = r.choice("RUNTIME", ("auto", "torch", "onnxruntime", "openvino"), default=cls.runtime)
+        precision = r.choice("CPU_PRECISION", ("f32", "bf16"), default=cls.cpu_precision)
+        if precision == "bf16" and runtime != "openvino":
+            raise SettingsError("CPU_PRECISION", "bf16 is served by OpenVINO only: set RUNTIME=openvino")
+        threads = r.integer("CPU_THREADS", 0, minimum=0) or None
         url = r.text("LABEL_STUDIO_URL") or r.text("LABEL_STUDIO_HOST")
         if url and not re.match(r"^https?://[^/\s]+", url):
             name = "LABEL_STUDIO_URL" if r.text("LABEL_STUDIO_URL") else "LABEL_STUDIO_HOST"
@@ -288,6 +302,10 @@ class Settings:
             model_config=config,
             model_checkpoint=checkpoint,
             device=device,
+            runtime=runtime,
+            cpu_precision=precision,
+            cpu_threads=threads,
+            runtime_cache_dir=r.path("RUNTIME_CACHE_DIR"),
             model_version=r.text("MODEL_VERSION"),
             warmup=r.flag("WARMUP", d.warmup),
             label_studio_url=url.rstrip("/"),
@@ -346,6 +364,8 @@ def env_defaults() -> dict[str, str]:
     return {
         "MODEL_SIZE": DEFAULT_MODEL_SIZE,
         "DEVICE": d.device,
+        "RUNTIME": d.runtime,
+        "CPU_PRECISION": d.cpu_precision,
         "WARMUP": flag(d.warmup),
         "LABEL_STUDIO_VERIFY_SSL": flag(d.label_studio_verify_ssl),
         "LOG_LEVEL": d.log_level,

@@ -3,7 +3,8 @@ connected with `POST /api/ml`, and interactive annotation through
 `POST /api/ml/{id}/interactive-annotating` with a keypoint and a rectangle.
 
 The function is the real handler module behind the local server, with a real SAM2.1 tiny
-(random weights) loaded from a checkpoint file. Random weights make the mask content
+(random weights) loaded from a checkpoint file and served, as on a CPU deployment, by
+onnxruntime from the graphs exported from it. Random weights make the mask content
 meaningless, so the checks are on the protocol: the answer reaches the browser API, the RLE
 decodes to exactly the image's size, and the second click costs no image-encoder pass.
 """
@@ -47,6 +48,9 @@ def function_server(
     env = {
         "MODEL_CHECKPOINT": str(tiny_checkpoint),
         "DEVICE": "cpu",
+        # The CPU deployment's runtime: the graphs exported from this checkpoint (once per test
+        # session, shared with tests/test_runtime_parity.py), served by onnxruntime.
+        "RUNTIME": "onnxruntime",
         "WARMUP": "false",
         "LABEL_STUDIO_URL": label_studio.url,
         "LABEL_STUDIO_API_KEY": label_studio.pat,
@@ -130,6 +134,7 @@ def test_connect_reports_the_function_model_version(
     health = requests.get(f"{function_server.url}/health", timeout=10).json()
     ml = label_studio.api("GET", f"/api/ml/{connected['ml']}").json()
     assert ml["model_version"] == health["model_version"]
+    assert (health["runtime"], health["precision"]) == ("onnxruntime", "f32")
 
 
 def test_keypoint_then_rectangle_through_label_studio(
@@ -149,6 +154,7 @@ def test_keypoint_then_rectangle_through_label_studio(
 
     # Both clicks are on the same image: one encoder pass, the second was decoder-only.
     after = metrics(function_server)
+    assert after["runtime"] == "onnxruntime"  # the clicks ran through the exported graphs
     assert after["encoder_calls"] - before == 1
     assert after["decoder_calls"] >= 2
     assert after["feature_cache"]["hits"] >= 1

@@ -78,7 +78,14 @@ def check_response(response: Any) -> tuple[int, Any]:
 @pytest.fixture(scope="module")
 def platform(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with pytest.MonkeyPatch.context() as mp:
-        for key in ("MODEL_CONFIG", "MODEL_SIZE", "LABEL_STUDIO_URL", "LABEL_STUDIO_HOST", "BASIC_AUTH_USER"):
+        for key in (
+            "MODEL_CONFIG",
+            "MODEL_SIZE",
+            "LABEL_STUDIO_URL",
+            "LABEL_STUDIO_HOST",
+            "BASIC_AUTH_USER",
+            "RUNTIME",
+        ):
             mp.delenv(key, raising=False)
         mp.setenv("MODEL_CHECKPOINT", str(tiny_checkpoint))
         mp.setenv("DEVICE", "cpu")
@@ -95,14 +102,16 @@ def call(platform: Platform, *args: Any, **kwargs: Any) -> tuple[int, Any]:
 
 @pytest.mark.sam2
 def test_init_context_loads_sam2_once(platform: Platform) -> None:
-    from function.core.sam2_model import Sam2Model
+    from function.core.runtime.model import RuntimeSam2Model
 
     app = platform._get_handler_context(handler.handler).user_data.app
-    assert isinstance(app.engine.model, Sam2Model)
+    # RUNTIME=auto on CPU: SAM2 exported from this checkpoint, served by onnxruntime.
+    assert isinstance(app.engine.model, RuntimeSam2Model)
     status, body = call(platform, "GET", "/health")
     assert status == 200
     assert body["status"] == "UP" and body["model_class"] == "SAM2"
     assert body["model_config"] == "configs/sam2.1/sam2.1_hiera_t.yaml" and body["device"] == "cpu"
+    assert (body["runtime"], body["precision"]) == ("onnxruntime", "f32")
     assert call(platform, "GET", "/")[1]["status"] == "UP"
     assert call(platform, "GET", "/live") == (200, {"status": "live"})
 

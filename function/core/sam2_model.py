@@ -47,6 +47,9 @@ class Sam2Model:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         self.device = device
+        self.runtime = "torch"
+        # What the model computes in: bf16 autocast on CUDA, f32 on CPU (see `_inference`).
+        self.precision = "bf16-autocast" if device.startswith("cuda") else "f32"
         self.predictor = SAM2ImagePredictor(sam2)
         self.sam2 = sam2
         # "cv2" (CPU: faster, see `upsample`) or "torch" (SAM2's own postprocess_masks).
@@ -179,6 +182,12 @@ class Sam2Model:
         tensors = [torch.from_numpy(a.astype(np.float32)).to(self.device) for a in arrays]
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
         return ImageFeatures(tensors[0], tuple(tensors[1:]), image_hw, int(nbytes))
+
+    def use_threads(self, threads: int) -> None:
+        """Intra-op threads for CPU inference (torch's default is every visible core)."""
+        import torch
+
+        torch.set_num_threads(threads)
 
     def free_memory(self) -> None:
         import torch

@@ -24,6 +24,7 @@ from function.core.errors import ExpectedError
 from function.core.feature_store import FeatureTier
 from function.core.images import ImageCache
 from function.core.prewarm import Activity, Prewarmer
+from function.core.runtime import describe
 from function.core.text_segment import TextSegmenter
 from function.core.tracking.tracker import Tracker
 from function.settings import Settings
@@ -127,6 +128,7 @@ class App:
 
     def metrics(self) -> dict[str, Any]:
         return {
+            **describe(self.engine.model),
             **self.engine.metrics(),
             "detector_calls": self.text.detector_calls if self.text is not None else 0,
             "image_cache_bytes": self.images.nbytes,

@@ -31,6 +31,7 @@ from function.core.model import SegmentationModel
 from function.core.pipeline import Segmenter
 from function.core.prewarm import Activity, Prewarmer
 from function.core.redis_tier import redis_feature_tier
+from function.core.runtime import describe
 from function.core.text_segment import TextSegmenter
 from function.core.tracking.model import TrackerModel
 from function.core.tracking.session import SessionLimits, SessionStore
@@ -45,14 +46,19 @@ log = logging.getLogger(__name__)
 
 
 def load_model(settings: Settings) -> SegmentationModel:
-    """SAM2 from the configured checkpoint (CheckpointMissing if it is not on disk)."""
-    from function.core.sam2_model import Sam2Model
+    """SAM2 from the configured checkpoint (CheckpointMissing if it is not on disk), served by
+    the configured runtime (RUNTIME: torch, or the exported graphs in onnxruntime/OpenVINO)."""
+    from function.core.runtime import RuntimeOptions
+    from function.core.runtime import load_model as load_runtime
 
     checkpoint = require_checkpoint(settings.model_checkpoint, settings.model_config)
-    sam2 = Sam2Model.load(settings.model_config, checkpoint, settings.device)
+    options = RuntimeOptions(
+        settings.runtime, settings.cpu_precision, settings.cpu_threads, settings.runtime_cache_dir
+    )
+    model = load_runtime(settings.model_config, checkpoint, settings.device, options)
     if settings.warmup:
-        sam2.warm_up()
-    return sam2
+        model.warm_up()
+    return model
 
 
 def load_detector(settings: Settings, device: str) -> Detector | None:
@@ -124,8 +130,13 @@ def shared_feature_tier(
 def tracker_for(model: SegmentationModel) -> TrackerModel | None:
     """SAM2's video memory on the image model's own weights (no second copy); None for a
     model that cannot track (test fakes)."""
+    from function.core.runtime.model import RuntimeSam2Model
     from function.core.sam2_model import Sam2Model
 
+    if isinstance(model, RuntimeSam2Model) and model.source is not None:
+        # Served by a CPU runtime: tracking's memory modules run in torch on the same weights
+        # (loaded once more, ~0.5-3 s and the checkpoint's size in RAM), on its features.
+        model = model.torch_twin()
     if not isinstance(model, Sam2Model):
         return None
     from function.core.tracking.sam2_tracker import Sam2Tracker
@@ -221,6 +232,7 @@ def build_app(
     model_info = {
         "model_config": settings.model_config,
         "device": model.device,
+        **describe(model),
         "detector": detector.name if detector is not None else None,
     }
     labelstudio = LabelStudioBackend(

@@ -44,8 +44,11 @@ class Sam2Tracker:
 
         The image path stores the top level with `no_mem_embed` added (SAM2's image predictor
         does so); tracking needs it without, since memory attention adds its own memory."""
-        top = features.image_embed
-        levels = [*features.high_res_feats, top]
+        import torch
+
+        # Features from a CPU runtime (core/runtime) are numpy arrays: viewed as tensors, no copy.
+        top = torch.as_tensor(features.image_embed, device=self.device)
+        levels = [*(torch.as_tensor(x, device=self.device) for x in features.high_res_feats), top]
         sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in levels]
         flat = [x.flatten(2).permute(2, 0, 1) for x in levels]
         if self.video.directly_add_no_mem_embed:
