@@ -12,11 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from function.core.checkpoints import CHECKPOINTS, default_checkpoint_dir
-
-# SAM2.0 and SAM2.1 config names shipped inside the sam2 package, by short name.
-_SHORT_CONFIG = re.compile(r"^(sam2(?:\.1)?)_hiera_(t|s|b\+|l)\.yaml$")
-_CHECKPOINT_SIZE = re.compile(r"(sam2(?:\.1)?)_hiera_(tiny|small|base_plus|large)")
-_SIZE_LETTER = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+from function.env import (
+    EnvReader,
+    SettingsError,
+    config_for_checkpoint,
+    normalize_model_config,
+)
 
 MiB = 2**20
 DEFAULT_MODEL_SIZE = "tiny"  # what `./dev.sh serve` fetches and a bare deployment loads
@@ -99,32 +100,6 @@ SECRET_ENV = (
     "CVAT_FUNCTIONS_REDIS_PASSWORD",
     "UPSTREAM_PASS",
 )
-
-
-_TRUE_WORDS = ("1", "true", "yes", "on")
-_FALSE_WORDS = ("0", "false", "no", "off")
-
-
-def parse_flag(text: str) -> bool | None:
-    """The one table of boolean words (environment, Label Studio fields, probe files).
-
-    >>> parse_flag(" Yes"), parse_flag("0"), parse_flag("maybe")
-    (True, False, None)
-    """
-    word = text.strip().lower()
-    if word in _TRUE_WORDS:
-        return True
-    if word in _FALSE_WORDS:
-        return False
-    return None
-
-
-class SettingsError(ValueError):
-    """An environment variable has a value this function cannot use."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
 
 
 @dataclass(frozen=True)
@@ -227,7 +202,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        r = _Reader(env)
+        r = EnvReader(env)
         size = r.choice("MODEL_SIZE", tuple(CHECKPOINTS), default="")
         checkpoint_dir = r.path("CHECKPOINT_DIR") or default_checkpoint_dir()
         checkpoint = r.path("MODEL_CHECKPOINT")
@@ -404,7 +379,7 @@ def env_defaults() -> dict[str, str]:
     }
 
 
-def _feature_store(r: _Reader, d: Settings) -> tuple[str, str]:
+def _feature_store(r: EnvReader, d: Settings) -> tuple[str, str]:
     """(URL, password) of the shared feature tier: FEATURE_STORE_URL, else CVAT's Redis names."""
     url = r.text("FEATURE_STORE_URL")
     host = r.text("CVAT_FUNCTIONS_REDIS_HOST")
@@ -419,94 +394,3 @@ def _feature_store(r: _Reader, d: Settings) -> tuple[str, str]:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]", host):
         raise SettingsError("CVAT_FUNCTIONS_REDIS_HOST", "must be a host name or address")
     return f"redis://{host}:{port}/0", password
-
-
-def normalize_model_config(value: str) -> str:
-    """Accept `configs/sam2.1/sam2.1_hiera_t.yaml`, `sam2.1_hiera_t.yaml`, `sam2_hiera_l.yaml`."""
-    name = value.strip()
-    if name.startswith("configs/"):
-        return name
-    base = name.rsplit("/", 1)[-1]
-    if not base.endswith(".yaml"):
-        base += ".yaml"
-    m = _SHORT_CONFIG.match(base)
-    if not m:
-        raise SettingsError(
-            "MODEL_CONFIG",
-            f"unknown config {value!r}; use e.g. sam2.1_hiera_t.yaml or configs/sam2.1/sam2.1_hiera_l.yaml",
-        )
-    return f"configs/{m.group(1)}/{base}"
-
-
-def config_for_checkpoint(checkpoint: Path) -> str:
-    m = _CHECKPOINT_SIZE.search(checkpoint.name)
-    if not m:
-        raise SettingsError(
-            "MODEL_CONFIG",
-            f"cannot tell the model config from checkpoint name {checkpoint.name!r}; set MODEL_CONFIG",
-        )
-    family, size = m.groups()
-    return f"configs/{family}/{family}_hiera_{_SIZE_LETTER[size]}.yaml"
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def text(self, name: str, default: str = "") -> str:
-        return (self.env.get(name) or default).strip()
-
-    def path(self, name: str) -> Path | None:
-        value = self.text(name)
-        return Path(value).expanduser() if value else None
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = self.text(name, default).lower()
-        if value and value not in allowed:
-            raise SettingsError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.text(name)
-        if not value:
-            return default
-        parsed = parse_flag(value)
-        if parsed is None:
-            raise SettingsError(name, f"must be true or false, got {value.lower()!r}")
-        return parsed
-
-    def integer(self, name: str, default: int, minimum: int) -> int:
-        value = self.text(name)
-        if not value:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise SettingsError(name, f"must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise SettingsError(name, f"must be >= {minimum}, got {number}")
-        return number
-
-    def fraction(self, name: str, default: float) -> float:
-        value = self.text(name)
-        if not value:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise SettingsError(name, f"must be a number between 0 and 1, got {value!r}") from None
-        if not 0.0 <= number <= 1.0:
-            raise SettingsError(name, f"must be between 0 and 1, got {value!r}")
-        return number
-
-    def number(self, name: str, default: float) -> float:
-        value = self.text(name)
-        if not value:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise SettingsError(name, f"must be a number, got {value!r}") from None
-        if not number > 0 or number == float("inf"):
-            raise SettingsError(name, f"must be a positive number, got {value!r}")
-        return number

@@ -10,7 +10,7 @@ from typing import Any
 
 from function.core.detector import DetectorNotConfigured, TextPromptError
 from function.core.errors import ExpectedError
-from function.settings import parse_flag
+from function.env import parse_flag
 
 from .errors import InvalidInput
 

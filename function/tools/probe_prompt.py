@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from function.adapters.labelstudio.context import BOX_TYPES, POINT_TYPES
-from function.settings import parse_flag
+from function.env import parse_flag
 
 from .overlay import DrawnPrompt
 
