@@ -301,11 +301,11 @@ def test_invalid_default_extra_params_fail_at_start_naming_the_variable(tmp_path
     assert app.handle(Request("GET", "/health")).status == 200
 
 
-def readme_environment_rows() -> dict[str, str]:
-    """README's Environment table: variable name -> its default cell (names and defaults pair up
+def environment_rows(doc: str, heading: str) -> dict[str, str]:
+    """A doc's environment table: variable name -> its default cell (names and defaults pair up
     in order when a row lists several, e.g. | `A`, `B` | `5`, `30` |)."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = text.split("## Environment", 1)[1].split("\n## ", 1)[0]
+    text = (Path(__file__).resolve().parent.parent / doc).read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -318,17 +318,25 @@ def readme_environment_rows() -> dict[str, str]:
     return rows
 
 
-def test_readme_environment_table_matches_the_settings() -> None:
-    rows = readme_environment_rows()
-    documented = set(KNOWN_ENV) - set(LEGACY_IGNORED)
-    assert documented <= set(rows), f"missing from README: {sorted(documented - set(rows))}"
-    assert set(rows) <= set(KNOWN_ENV), (
-        f"README names unknown variables: {sorted(set(rows) - set(KNOWN_ENV))}"
-    )
+def assert_defaults_match(rows: dict[str, str], where: str) -> None:
+    unknown = set(rows) - set(KNOWN_ENV)
+    assert not unknown, f"{where} names unknown variables: {sorted(unknown)}"
     for name, default in env_defaults().items():
-        assert rows[name] == default, (
-            f"README says {name} defaults to {rows[name]!r}, Settings to {default!r}"
-        )
+        if name in rows:
+            assert rows[name] == default, f"{where}: {name} defaults to {rows[name]!r}, Settings: {default!r}"
+
+
+def test_the_environment_doc_lists_every_variable_with_its_real_default() -> None:
+    rows = environment_rows("docs/environment.md", "## Environment")
+    documented = set(KNOWN_ENV) - set(LEGACY_IGNORED)
+    assert documented <= set(rows), f"missing from docs/environment.md: {sorted(documented - set(rows))}"
+    assert_defaults_match(rows, "docs/environment.md")
+
+
+def test_the_readme_environment_table_agrees_with_the_settings() -> None:
+    rows = environment_rows("README.md", "## Environment variables")
+    assert {"MODEL_SIZE", "DEVICE", "RUNTIME", "LABEL_STUDIO_URL"} <= set(rows)
+    assert_defaults_match(rows, "README.md")
 
 
 def test_every_known_variable_is_read_and_only_those() -> None:
