@@ -236,7 +236,9 @@ def test_sam2_continues_on_a_fresh_replica_with_the_same_masks(
 
     def replica() -> Tracker:  # its own tracker state and sessions, the same weights and Redis
         model = Sam2Tracker(sam2_model)
-        shared = redis_snapshots(redis_server.url, ID, model, timeout_s=5.0)
+        shared = redis_snapshots(
+            redis_server.url, ID, model, password="", timeout_s=5.0, ttl_s=3600, retry_s=30.0
+        )
         return Tracker(engine, model, SessionStore(SessionLimits()), shared=shared)
 
     a, b = replica(), replica()

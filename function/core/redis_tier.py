@@ -13,7 +13,7 @@ from typing import Any
 from .feature_store import FeatureCodec, FeatureTier, ModelIdentity
 
 
-def redis_client(url: str, password: str = "", timeout_s: float = 0.05) -> Any:
+def redis_client(url: str, password: str, timeout_s: float) -> Any:
     """A client for `redis://[:password@]host:port/db` (or `rediss://`, `unix://`)."""
     import redis
     from redis.backoff import NoBackoff
@@ -51,10 +51,10 @@ def redis_feature_tier(
     identity: ModelIdentity,
     codec: FeatureCodec,
     *,
-    password: str = "",
-    timeout_s: float = 0.05,
-    ttl_s: int = 7 * 86400,
-    retry_s: float = 30.0,
+    password: str,
+    timeout_s: float,
+    ttl_s: int,
+    retry_s: float,
     queue_size: int = 4,
     idle: Callable[[float], bool] | None = None,
 ) -> FeatureTier:

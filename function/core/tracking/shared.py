@@ -294,10 +294,10 @@ def redis_snapshots(
     identity: ModelIdentity,
     codec: MemoryCodec,
     *,
-    password: str = "",
-    timeout_s: float = 0.05,
-    ttl_s: int = 8 * 3600,
-    retry_s: float = 30.0,
+    password: str,
+    timeout_s: float,
+    ttl_s: int,
+    retry_s: float,
 ) -> SharedSnapshots:
     from ..redis_tier import redis_client, redis_errors
 
