@@ -1,14 +1,15 @@
 """Open-vocabulary detection: text + image -> boxes (pixels), scores, phrases.
 
 The implementation (`hf_detector.TransformersDetector`) runs a transformers zero-shot
-detector (Grounding DINO-T; MM-Grounding-DINO-T loads through the same classes) from a local
+detector (Grounding DINO-T; MM-Grounding-DINO-T and OWLv2 load through the same classes) from a local
 directory, once per process, on SAM2's device; this module holds the interface and the
 domain rules, and imports no torch.
 
 Prompts are normalised the LangSAM way: lower case, phrases separated by `.` (or new lines),
 each ending with `.` (`"Car. Person"` -> `"car. person."`). Every detection is reported with one
 of the prompt's phrases; a box whose text tokens stay below the text threshold matches no
-phrase and is dropped, so both thresholds shape the number of detections.
+phrase and is dropped, so both thresholds shape the number of detections (OWLv2 scores a box
+per phrase, not per token: only the box threshold applies to it).
 
 Knows no protocol: a bad prompt is a `TextPromptError` (an `InvalidPrompt`) whose message
 names no field; the adapter that parsed the request prefixes the field it came from.

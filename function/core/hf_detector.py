@@ -1,5 +1,8 @@
 """The transformers implementation of `Detector`: `AutoModelForZeroShotObjectDetection` +
-`AutoProcessor` (Grounding DINO-T, MM-Grounding-DINO-T) loaded from a local directory.
+`AutoProcessor` loaded from a local directory: Grounding DINO-T and MM-Grounding-DINO-T (one
+`"car. person."` string, boxes scored per phrase token) or OWLv2 / OWL-ViT (one query per
+phrase, one score per box; the text threshold does not apply). The path follows the loaded
+model's `config.model_type`.
 
 With `sam2_model` the only modules that import torch. Nothing is downloaded at load or request
 time; `download_detector` (the `download-detector` command) fetches a directory once, on a
@@ -22,6 +25,7 @@ from .geometry import Box
 log = logging.getLogger(__name__)
 
 DEFAULT_REPO = "IDEA-Research/grounding-dino-tiny"
+QUERY_MODELS = ("owlv2", "owlvit")  # a list of text queries per image, labels are query indices
 
 
 class TransformersDetector:
@@ -32,8 +36,13 @@ class TransformersDetector:
         self.processor = processor
         self.device = device
         self.name = name
+        self.queries = getattr(model.config, "model_type", "") in QUERY_MODELS
         tokenizer = getattr(processor, "tokenizer", None)
-        limit = getattr(model.config, "max_text_len", None) or getattr(tokenizer, "model_max_length", None)
+        if self.queries:  # each phrase is read alone, up to the text tower's positions
+            limit = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
+        else:
+            limit = getattr(model.config, "max_text_len", None)
+        limit = limit or getattr(tokenizer, "model_max_length", None)
         self.max_tokens = int(limit) if limit and limit < 1_000_000 else None
         self._lock = threading.Lock()  # tokenizers are not re-entrant across threads
 
@@ -54,8 +63,10 @@ class TransformersDetector:
         return cls(model, processor, device, directory.name)
 
     def _tokens(self, prompt: TextPrompt) -> int:
+        """Tokens of the whole prompt, or of its longest phrase for a query model."""
+        texts = list(prompt.phrases) if self.queries else [prompt.text]
         with self._lock:
-            return len(self.processor.tokenizer(prompt.text)["input_ids"])
+            return max(len(ids) for ids in self.processor.tokenizer(texts)["input_ids"])
 
     def check(self, prompt: TextPrompt) -> None:
         if self.max_tokens is None:
@@ -63,8 +74,8 @@ class TransformersDetector:
         count = self._tokens(prompt)
         if count > self.max_tokens:
             raise TextPromptError(
-                f"is too long for the detector ({count} tokens, at most {self.max_tokens}); "
-                "use fewer or shorter phrases"
+                f"is too long for the detector ({count} tokens{' in one phrase' if self.queries else ''}, "
+                f"at most {self.max_tokens}); use fewer or shorter phrases"
             )
 
     def detect(self, image: np.ndarray, prompt: TextPrompt, thresholds: Thresholds) -> list[Detection]:
@@ -73,25 +84,33 @@ class TransformersDetector:
 
         self.check(prompt)
         h, w = image.shape[:2]
+        text: Any = [list(prompt.phrases)] if self.queries else prompt.text
         with self._lock:
-            inputs = self.processor(images=Image.fromarray(image), text=prompt.text, return_tensors="pt")
+            inputs = self.processor(images=Image.fromarray(image), text=text, return_tensors="pt")
         inputs = inputs.to(self.device)
         try:
             with torch.inference_mode():
                 outputs = self.model(**inputs)
-                results = self.processor.post_process_grounded_object_detection(
-                    outputs,
-                    inputs["input_ids"],
-                    threshold=thresholds.box,
-                    text_threshold=thresholds.text,
-                    target_sizes=[(h, w)],
-                )[0]
+                if self.queries:  # boxes scaled from the padded square; labels index the phrases
+                    results = self.processor.post_process_grounded_object_detection(
+                        outputs, threshold=thresholds.box, target_sizes=[(h, w)], text_labels=text
+                    )[0]
+                else:
+                    results = self.processor.post_process_grounded_object_detection(
+                        outputs,
+                        inputs["input_ids"],
+                        threshold=thresholds.box,
+                        text_threshold=thresholds.text,
+                        target_sizes=[(h, w)],
+                    )[0]
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise OutOfMemory("GPU out of memory in the text detector; try again shortly") from None
         scores = results["scores"].float().cpu().numpy()
         boxes = results["boxes"].float().cpu().numpy()
-        labels = results.get("text_labels") or results.get("labels") or []
+        labels = results.get("text_labels")
+        if labels is None:  # older transformers: Grounding DINO's phrases under "labels"
+            labels = results.get("labels", [])
         found = []
         for score, (x0, y0, x1, y1), label in zip(scores, boxes, labels, strict=False):
             phrase = snap_phrase(str(label), prompt.phrases)
