@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from function.core.hf_detector import DEFAULT_REPO
 
-    det = sub.add_parser("download-detector", help="fetch the text-prompt detector (Grounding DINO-T)")
+    det = sub.add_parser(
+        "download-detector",
+        help="fetch a text-prompt detector (default Grounding DINO-T; --repo for another)",
+    )
     det.add_argument("--repo", default=DEFAULT_REPO, help=f"Hugging Face repository (default {DEFAULT_REPO})")
     det.add_argument("--revision", help="a branch, tag or commit of the repository")
     det.add_argument("--dir", help="target folder (default: DETECTOR_MODEL or ~/.cache/sam2-nuclio/detector)")
