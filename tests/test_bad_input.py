@@ -322,24 +322,6 @@ def test_body_over_the_limit_is_413_json_on_the_local_server(tmp_path: Path) -> 
 
 
 # -- CVAT mode (POST / with {"image": base64}): input validation ---------------------------
-# In this branch the CVAT adapter is a stub answering 501; these tests describe the final
-# behaviour and skip until the CVAT adapter is merged.
-
-
-def _skip_unless_cvat(app: App) -> None:
-    probe = call(
-        app,
-        "POST",
-        "/",
-        {
-            "image": base64.b64encode(encode_image(sample_array(64, 48))).decode(),
-            "pos_points": [[32, 24]],
-            "neg_points": [],
-        },
-    )
-    if probe.status == 501:
-        pytest.skip("CVAT interactor not merged in this branch (stub answers 501)")
-
 
 CVAT_BAD: dict[str, Any] = {
     "invalid base64": {"image": "@@@###", "pos_points": [[1, 1]], "neg_points": []},
@@ -355,13 +337,11 @@ CVAT_BAD: dict[str, Any] = {
 
 @pytest.mark.parametrize("body", CVAT_BAD.values(), ids=CVAT_BAD.keys())
 def test_cvat_input_validation_bad_image_is_4xx_json(app: App, body: dict[str, Any]) -> None:
-    _skip_unless_cvat(app)
     assert_json_error(call(app, "POST", "/", body), 400, 415, 422)
     assert_still_serves(app)
 
 
 def test_cvat_input_validation_bad_points_are_4xx_json(app: App) -> None:
-    _skip_unless_cvat(app)
     image = base64.b64encode(encode_image(sample_array(64, 48))).decode()
     for points in ("1,2", [[1]], [["a", "b"]], [[float("nan"), 1]], [[1e9, 1e9]]):
         body = {"image": image, "pos_points": points, "neg_points": []}
