@@ -33,7 +33,7 @@ SIZES = ("tiny", "small", "base_plus", "large")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer clicks and sizes; under 60 s on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="fewer clicks and sizes; about 2 min on 2 CPU cores")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--model", default="tiny", choices=SIZES)
     p.add_argument("--json", action="store_true", help="JSON lines on stdout, table on stderr")

@@ -10,6 +10,7 @@ sizes each get a fresh process.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -49,12 +50,15 @@ def cold_start(
 
     # What RUNTIME=auto serves here (onnxruntime on CPU) starts from artifacts a CPU image bakes
     # at build time: export them first, timed apart (bench/runtime_case.py has the details).
-    export_s = export_for_auto(config, Path(checkpoint), device)
+    # RUNTIME from the environment (default auto), so `RUNTIME=torch python bench/run.py` measures torch.
+    runtime = Settings.from_env(os.environ).runtime
+    export_s = export_for_auto(config, Path(checkpoint), device, runtime)
     started = time.perf_counter()
     settings = Settings(
         model_config=config,
         model_checkpoint=Path(checkpoint),
         device=device,
+        runtime=runtime,
         warmup=True,
         project_store_dir=Path(workdir) / "projects",
     )
@@ -83,12 +87,12 @@ def cold_start(
     return result, app
 
 
-def export_for_auto(config: str, checkpoint: Path, device: str) -> float:
-    """Seconds to export the ONNX graphs when RUNTIME=auto serves from them on `device`, else 0."""
+def export_for_auto(config: str, checkpoint: Path, device: str, runtime: str = "auto") -> float:
+    """Seconds to export the ONNX graphs when `runtime` serves from them on `device`, else 0."""
     from function.core.runtime import resolve_runtime
     from function.core.runtime.loader import load_graphs
 
-    if resolve_runtime("auto", device) == "torch":
+    if resolve_runtime(runtime, device) == "torch":
         return 0.0
     started = time.perf_counter()
     load_graphs(config, checkpoint, None)

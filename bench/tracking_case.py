@@ -40,11 +40,14 @@ def _ours(model: Any, frames: list[np.ndarray]) -> dict[str, float]:
     from function.core.engine import Engine, FeatureCache
     from function.core.geometry import Box
     from function.core.tracking.model import TrackPrompt
-    from function.core.tracking.sam2_tracker import Sam2Tracker
     from function.core.tracking.session import SessionLimits, SessionStore
     from function.core.tracking.tracker import Frame, Tracker
+    from function.service.compose import tracker_for
 
-    tracker = Tracker(Engine(model, FeatureCache(2**30)), Sam2Tracker(model), SessionStore(SessionLimits()))
+    # As the app builds it: on a CPU runtime the memory modules run in torch on a twin.
+    tracking = tracker_for(model)
+    assert tracking is not None, "this model cannot track"
+    tracker = Tracker(Engine(model, FeatureCache(2**30)), tracking, SessionStore(SessionLimits()))
     t0 = time.perf_counter()
     snap, _ = tracker.start(Frame.from_pixels(0, frames[0]), {"o": TrackPrompt(box=Box(*_box(0)))})
     snap, _ = tracker.step(snap.ref, Frame.from_pixels(1, frames[1]))
