@@ -55,53 +55,25 @@ WORDS = ("car", "person", "dog", "cat", "tree")
 
 
 def build_detector(directory: Path, full: bool) -> Path:
-    """Random Grounding DINO saved like a downloaded one; `full`: GDINO-T's sizes."""
+    """Random Grounding DINO saved like a downloaded one: GDINO-T's sizes when `full`, else the
+    tests' tiny one (tests/detector_support.py)."""
+    if not full:
+        from tests.detector_support import build_tiny_detector
+
+        return build_tiny_detector(directory)
     import torch
     from transformers import (
-        BertConfig,
         BertTokenizerFast,
         GroundingDinoConfig,
         GroundingDinoForObjectDetection,
         GroundingDinoImageProcessor,
         GroundingDinoProcessor,
-        SwinConfig,
     )
 
     vocab = {w: i for i, w in enumerate(("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *WORDS))}
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    if full:
-        config = GroundingDinoConfig()  # Swin-T backbone, BERT-base text encoder: GDINO-T
-        image_processor = GroundingDinoImageProcessor()  # shortest edge 800, as GDINO-T ships
-    else:
-        config = GroundingDinoConfig(
-            backbone_config=SwinConfig(
-                embed_dim=8,
-                depths=[1, 1, 1, 1],
-                num_heads=[1, 1, 1, 1],
-                window_size=4,
-                out_features=["stage2", "stage3", "stage4"],
-            ),
-            text_config=BertConfig(
-                vocab_size=len(vocab),
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=32,
-            ),
-            d_model=32,
-            encoder_layers=1,
-            decoder_layers=2,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            num_queries=20,
-            max_text_len=32,
-            num_feature_levels=3,
-            encoder_n_points=2,
-            decoder_n_points=2,
-        )
-        image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    config = GroundingDinoConfig()  # Swin-T backbone, BERT-base text encoder: GDINO-T
+    image_processor = GroundingDinoImageProcessor()  # shortest edge 800, as GDINO-T ships
     torch.manual_seed(0)
     GroundingDinoForObjectDetection(config).eval().save_pretrained(directory)
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)

@@ -3,8 +3,9 @@ of boolean words, typed readers, and the model-config names the variables accept
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 # SAM2.0 and SAM2.1 config names shipped inside the sam2 package, by short name.
@@ -105,25 +106,19 @@ class EnvReader:
         return number
 
     def fraction(self, name: str, default: float) -> float:
-        value = self.text(name)
-        if not value:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise SettingsError(name, f"must be a number between 0 and 1, got {value!r}") from None
-        if not 0.0 <= number <= 1.0:
-            raise SettingsError(name, f"must be between 0 and 1, got {value!r}")
-        return number
+        return self._float(name, default, lambda x: 0.0 <= x <= 1.0, "a number between 0 and 1")
 
     def number(self, name: str, default: float) -> float:
+        return self._float(name, default, lambda x: 0.0 < x < math.inf, "a positive number")
+
+    def _float(self, name: str, default: float, ok: Callable[[float], bool], what: str) -> float:
         value = self.text(name)
         if not value:
             return default
         try:
             number = float(value)
         except ValueError:
-            raise SettingsError(name, f"must be a number, got {value!r}") from None
-        if not number > 0 or number == float("inf"):
-            raise SettingsError(name, f"must be a positive number, got {value!r}")
+            raise SettingsError(name, f"must be {what}, got {value!r}") from None
+        if not ok(number):  # NaN fails every comparison, so it is refused too
+            raise SettingsError(name, f"must be {what}, got {value!r}")
         return number
