@@ -35,3 +35,17 @@ def test_a_core_module_importing_the_service_breaks_the_build(tmp_path: Path) ->
     assert run.returncode != 0
     assert "core knows no protocol, no service, no tools and no settings BROKEN" in run.stdout
     assert "function.core.geometry -> function.service.errors" in run.stdout
+
+
+def test_nothing_in_the_repository_points_outside_it() -> None:
+    """The repository stands alone: no code, test or doc cites the steering repo's shared folder."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "function", "tests", "bench", "docs", "deploy", "*.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    needle = "../" + "shared"  # split, so this file does not match itself
+    offenders = [name for name in tracked if needle in (ROOT / name).read_text(errors="replace")]
+    assert offenders == []

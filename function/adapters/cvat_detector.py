@@ -7,7 +7,6 @@ deployment's box threshold applies; filtering by it is the function's job (CVAT 
 `confidence`). Each object: `label`, `type: mask`, `confidence` (a string), `points` (the
 outer polygon of the mask's largest component, flat, in frame pixels) and `mask` (the 0/255
 pixels of the inclusive bounding-box crop, row-major, followed by xtl, ytl, xbr, ybr).
-Contract: ../shared/specs/text-prompts.md section 5, cvat-contract.md section 5.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ an object with a state continues its track on this frame. The memory bank stays 
 step and the object, plus the shape type to answer with. Rectangles are box prompts and come
 back as the mask's bounding box; polygons and masks are mask prompts and come back as a
 polygon (largest outline) or a CVAT mask (run lengths over the bounding-box crop).
-Contract: ../shared/specs/cvat-tracker.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Optional `<Number>` controls whose names contain `box_threshold` / `text_thresho
 per-request thresholds. Regions come in the project's output format (brush, polygon or
 rectangle), plus a rectangle per detection when the config also has a `RectangleLabels` on
 the image; labels are filled from the phrase (exact, then case-insensitive match with the
-control's labels, else its first label). Spec: ../shared/specs/text-prompts.md section 1.
+control's labels, else its first label).
 """
 
 from __future__ import annotations
