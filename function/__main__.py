@@ -6,10 +6,22 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from function.core.checkpoints import CHECKPOINTS, DownloadError, default_checkpoint_dir, download
 
 from .settings import Settings, SettingsError
+
+
+def _serve_until_interrupted(server: Any) -> int:
+    """Serve until Ctrl+C, then close the socket."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _serve_sagemaker(settings: Settings, host: str, port: int | None) -> int:
@@ -22,13 +34,7 @@ def _serve_sagemaker(settings: Settings, host: str, port: int | None) -> int:
     server = SageMakerServer((host, bound), settings.max_body_bytes)
     server.load_in_background(lambda: build_app(settings))
     print(f"SageMaker server on {host}:{bound} (GET /ping, POST /invocations)", file=sys.stderr)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return _serve_until_interrupted(server)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -68,13 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
         static_routes=demo_routes(),
     )
     print(f"serving on {server.url} (Ctrl+C to stop; demo page: {server.url}/demo)", file=sys.stderr)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return _serve_until_interrupted(server)
 
 
 def _download(args: argparse.Namespace) -> int:

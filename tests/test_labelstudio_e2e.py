@@ -11,7 +11,6 @@ decodes to exactly the image's size, and the second click costs no image-encoder
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,9 @@ import numpy as np
 import pytest
 import requests
 
-from function.service.server import LocalServer, build_context
+from function.service.server import LocalServer
 
+from .local_function import serve_function
 from .lsfixture import LabelStudioServer
 from .support import (
     LABEL_CONFIG,
@@ -30,7 +30,6 @@ from .support import (
     keypoint,
     rectangle,
     region_mask,
-    running,
     sample_array,
     wait_until,
 )
@@ -56,16 +55,7 @@ def function_server(
         "LABEL_STUDIO_API_KEY": label_studio.pat,
         "PROJECT_STORE_DIR": str(tmp_path_factory.mktemp("projects")),
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN", "MODEL_CONFIG", "MODEL_SIZE"):
-            mp.delenv(key, raising=False)
-        for key, value in env.items():
-            mp.setenv(key, value)
-        handler_module = importlib.import_module("handler")
-        context = build_context()
-        handler_module.init_context(context)
-        server = LocalServer(("127.0.0.1", 0), handler_module.handler, context)
-    with running(server):
+    with serve_function(env) as server:
         yield server
 
 

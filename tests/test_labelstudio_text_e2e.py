@@ -10,7 +10,6 @@ then asks per task, and every task ends up with a prediction.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from function.service.server import LocalServer, build_context
+from function.service.server import LocalServer
 
+from .local_function import serve_function
 from .lsfixture import LabelStudioServer
-from .support import encode_image, running, sample_array
+from .support import encode_image, sample_array
 from .text_support import text_config, textarea
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.sam2]
@@ -52,16 +52,7 @@ def text_function(
         "LABEL_STUDIO_API_KEY": label_studio.pat,
         "PROJECT_STORE_DIR": str(tmp_path_factory.mktemp("projects")),
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN", "MODEL_CONFIG", "MODEL_SIZE"):
-            mp.delenv(key, raising=False)
-        for key, value in env.items():
-            mp.setenv(key, value)
-        handler_module = importlib.import_module("handler")
-        context = build_context()
-        handler_module.init_context(context)
-        server = LocalServer(("127.0.0.1", 0), handler_module.handler, context)
-    with running(server):
+    with serve_function(env) as server:
         yield server
 
 
